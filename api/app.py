@@ -1,0 +1,77 @@
+"""The Litestar application: `create_app()`; served by `switchyard api` (uvicorn)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.channels import ChannelsPlugin
+from litestar.channels.backends.redis import RedisChannelsPubSubBackend
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from redis.asyncio import Redis
+
+from api.auth import provide_principal, provide_services
+from api.errors import problem_handler
+from api.middleware import request_id_middleware
+from api.routes.health import healthz, readyz
+from api.routes.jobs import JobController
+from api.routes.streams import all_events, job_sse, job_stream
+from api.state import Services
+from api.streaming import TimedSubscriber
+from jobs.broker import make_broker
+from jobs.db import open_pool
+from jobs.events import EventLog
+from jobs.logging import setup_logging
+from jobs.routes import load_routes
+from jobs.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the API for `settings` (default: from the environment)."""
+    settings = settings or get_settings()
+    setup_logging(settings, "api")
+    routes = load_routes(settings)
+    redis = Redis.from_url(settings.redis_url or "redis://unset")
+    channels = ChannelsPlugin(
+        backend=RedisChannelsPubSubBackend(redis=redis),
+        arbitrary_channels_allowed=True,
+        create_ws_route_handlers=False,
+        subscriber_class=TimedSubscriber,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        pool = await open_pool(settings.database_url, min_size=2, max_size=20)
+        broker = make_broker(settings, middleware=[])
+        app.state.services = Services(
+            settings=settings, pool=pool, redis=redis, broker=broker,
+            events=EventLog(redis, settings.events_ttl_seconds), routes=routes,
+        )
+        try:
+            yield
+        finally:
+            await pool.close()
+            broker.close()
+            await redis.aclose()
+
+    return Litestar(
+        route_handlers=[healthz, readyz, JobController, job_stream, job_sse, all_events],
+        dependencies={"services": Provide(provide_services, sync_to_thread=False),
+                      "principal": Provide(provide_principal)},
+        plugins=[channels],
+        lifespan=[lifespan],
+        middleware=[request_id_middleware],
+        exception_handlers={Exception: problem_handler},
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="Switchyard",
+            version="0.1.0",
+            description="Job-queue platform for AI workloads. Errors are RFC 9457 problem+json with a stable `code`.",
+            path="/docs",
+            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+        ),
+        debug=False,
+    )

@@ -1,0 +1,100 @@
+"""`/v1/jobs`: submit, list, read."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.params import Parameter
+from litestar.status_codes import HTTP_202_ACCEPTED
+
+from api.errors import ApiError
+from api.schemas import CreateJob, JobList, JobView
+from api.state import Services
+from jobs import store
+from jobs.accounts import Principal
+from jobs.enqueue import request_fingerprint, submit
+from jobs.errors import NotFound
+from jobs.states import Kind, Status
+
+MAX_IDEMPOTENCY_KEY = 255
+
+
+def parse_id(value: str, what: str = "job") -> UUID:
+    """An object id from a path; a malformed id is simply not found."""
+    try:
+        return UUID(value)
+    except ValueError:
+        raise NotFound(f"{what} {value!r} not found") from None
+
+
+async def load_job(services: Services, principal: Principal, job_id: str) -> store.JobRow:
+    """A job the caller may see, or 404 (another owner's job is indistinguishable from none)."""
+    row = await store.get_job(services.pool, parse_id(job_id), None if principal.is_admin else principal.user_id)
+    if row is None:
+        raise NotFound(f"job {job_id!r} not found")
+    return row
+
+
+class JobController(Controller):
+    """Native job API."""
+
+    path = "/v1/jobs"
+    tags = ["jobs"]
+
+    @post(status_code=HTTP_202_ACCEPTED, summary="Submit a job")
+    async def create(
+        self,
+        request: Request[Any, Any, Any],
+        data: CreateJob,  # type: ignore[valid-type]
+        services: Services,
+        principal: Principal,
+        idempotency_key: Annotated[str | None, Parameter(header="Idempotency-Key")] = None,
+    ) -> Response[JobView]:
+        """Validate and enqueue a job. A 202 means the job is committed and will reach a final state.
+
+        With `Idempotency-Key`, the same key and body return the original job; the
+        same key with a different body is 409 `idempotency_conflict`.
+        """
+        if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
+            raise ApiError(400, "invalid_idempotency_key", f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} characters")
+        services.routes.resolve(data.input.model)
+        fingerprint = request_fingerprint(msgspec.json.encode(data)) if idempotency_key else None
+        outcome = await submit(
+            services.pool, services.broker, services.events, owner_id=principal.user_id,
+            request=data, idempotency_key=idempotency_key, fingerprint=fingerprint,
+        )
+        if not outcome.created and outcome.job.request_hash != fingerprint:
+            raise ApiError(409, "idempotency_conflict",
+                           "this Idempotency-Key was already used with a different request body")
+        headers = {"Location": f"/v1/jobs/{outcome.job.id}"}
+        if not outcome.created:
+            headers["Idempotent-Replayed"] = "true"
+        return Response(JobView.of(outcome.job), status_code=HTTP_202_ACCEPTED, headers=headers)
+
+    @get(summary="List your jobs")
+    async def list(
+        self,
+        services: Services,
+        principal: Principal,
+        status: Status | None = None,
+        kind: Kind | None = None,
+        cursor: str | None = None,
+        limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
+    ) -> JobList:
+        """The caller's jobs, newest first, filtered by status and kind; paginate with `cursor`."""
+        before = parse_id(cursor, "cursor") if cursor else None
+        rows = await store.list_jobs(services.pool, principal.user_id, status=status, kind=kind,
+                                     before=before, limit=limit + 1)
+        page = rows[:limit]
+        has_more = len(rows) > limit
+        return JobList(data=[JobView.of(r) for r in page], has_more=has_more,
+                       next_cursor=str(page[-1].id) if has_more else None)
+
+    @get("/{job_id:str}", summary="Get a job")
+    async def retrieve(self, job_id: str, services: Services, principal: Principal) -> JobView:
+        """A job with its status, result, usage and every provider attempt."""
+        row = await load_job(services, principal, job_id)
+        return JobView.of(row, await store.list_attempts(services.pool, row.id))

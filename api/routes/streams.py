@@ -1,0 +1,99 @@
+"""Live job events: WS `/v1/jobs/{id}/stream`, SSE `/v1/jobs/{id}/events`, WS `/v1/events`.
+
+WebSockets can't carry an HTTP error status once accepted, so a refused
+subscription is accepted, sent one problem document, and closed with
+`4000 + status` (4401 unauthenticated, 4404 not found). Credentials come
+from the `Authorization` header or `?access_token=`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, WebSocket, get, websocket
+from litestar.channels import ChannelsPlugin
+from litestar.exceptions import NotAuthorizedException, WebSocketDisconnect
+from litestar.params import Parameter
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+
+from api.auth import authenticate
+from api.errors import problem
+from api.routes.jobs import load_job
+from api.state import Services
+from api.streaming import job_events, owner_events
+from jobs.accounts import Principal
+from jobs.errors import SwitchyardError
+from jobs.events import Event
+
+_encode = msgspec.json.encode
+
+
+async def _refuse(socket: WebSocket[Any, Any, Any], status: int, code: str, detail: str) -> None:
+    await socket.accept()
+    rid = socket.scope.get("state", {}).get("request_id")
+    await socket.send_bytes(_encode(problem(status, code, detail, rid)))
+    await socket.close(code=4000 + status, reason=code)
+
+
+async def _send_all(socket: WebSocket[Any, Any, Any], events: AsyncIterator[Event]) -> None:
+    await socket.accept()
+    try:
+        async for event in events:
+            await socket.send_data(_encode(event).decode(), mode="text")
+    except WebSocketDisconnect:
+        return
+    await socket.close(code=1000)
+
+
+async def _ws_principal(socket: WebSocket[Any, Any, Any], services: Services) -> Principal | None:
+    try:
+        return await authenticate(socket, services, allow_query=True)
+    except NotAuthorizedException as exc:
+        await _refuse(socket, 401, "unauthorized", exc.detail)
+        return None
+
+
+@websocket("/v1/jobs/{job_id:str}/stream")
+async def job_stream(
+    socket: WebSocket[Any, Any, Any], job_id: str, services: Services, channels: ChannelsPlugin,
+    after: Annotated[int, Parameter(ge=0)] = 0,
+) -> None:
+    """Every event of one job, from `after` (exclusive), each once and in order; closes after the last."""
+    principal = await _ws_principal(socket, services)
+    if principal is None:
+        return
+    try:
+        job = await load_job(services, principal, job_id)
+    except SwitchyardError as exc:
+        await _refuse(socket, exc.status, exc.code, exc.message)
+        return
+    await _send_all(socket, job_events(services, channels, job, after))
+
+
+@websocket("/v1/events")
+async def all_events(socket: WebSocket[Any, Any, Any], services: Services, channels: ChannelsPlugin) -> None:
+    """Live events of all the caller's jobs."""
+    principal = await _ws_principal(socket, services)
+    if principal is None:
+        return
+    await _send_all(socket, owner_events(channels, principal.user_id))
+
+
+@get("/v1/jobs/{job_id:str}/events", tags=["jobs"], summary="Stream a job's events (SSE)")
+async def job_sse(
+    request: Request[Any, Any, Any], job_id: str, services: Services, channels: ChannelsPlugin,
+    after: Annotated[int | None, Parameter(ge=0)] = None,
+) -> ServerSentEvent:
+    """Server-sent events of one job; resume with `Last-Event-ID` or `?after=`."""
+    principal = await authenticate(request, services, allow_query=True)
+    job = await load_job(services, principal, job_id)
+    last_id = request.headers.get("last-event-id", "")
+    start = after if after is not None else int(last_id) if last_id.isdigit() else 0
+
+    async def messages() -> AsyncIterator[ServerSentEventMessage]:
+        async for event in job_events(services, channels, job, start):
+            yield ServerSentEventMessage(data=_encode(event).decode(), event=event.type, id=str(event.seq))
+
+    return ServerSentEvent(messages())

@@ -1,0 +1,45 @@
+"""PostgreSQL connections and the schema migration."""
+
+from __future__ import annotations
+
+import msgspec
+import psycopg
+from psycopg.types.json import set_json_loads
+from psycopg_pool import AsyncConnectionPool
+
+from jobs.settings import ROOT
+
+#: The whole schema; idempotent.
+SCHEMA_PATH = ROOT / "schema.sql"
+
+# jsonb columns decode with msgspec (faster than the stdlib json module).
+set_json_loads(msgspec.json.decode)
+
+
+def require_url(url: str) -> str:
+    """Fail with an actionable message when DATABASE_URL is missing."""
+    if not url:
+        raise SystemExit("DATABASE_URL is not set (run `switchyard dev` to get an embedded PostgreSQL)")
+    return url
+
+
+async def open_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> AsyncConnectionPool:
+    """Open an async connection pool and wait until it can serve a connection."""
+    pool = AsyncConnectionPool(
+        require_url(url), min_size=min_size, max_size=max_size, open=False,
+        kwargs={"autocommit": True}, name="switchyard",
+    )
+    await pool.open(wait=True, timeout=15)
+    return pool
+
+
+def migrate(url: str) -> None:
+    """Apply `schema.sql` (safe to repeat)."""
+    sql = SCHEMA_PATH.read_text()
+    with psycopg.connect(require_url(url), autocommit=True) as conn:
+        # One advisory lock so concurrent starters (several api pods) don't race on DDL.
+        conn.execute("SELECT pg_advisory_lock(7243001)")
+        try:
+            conn.execute(sql.encode())
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(7243001)")

@@ -1,0 +1,83 @@
+"""Submitting jobs: commit the row, announce it, then send the message.
+
+"Commit, then send": a 202 means the row is committed. If the send is lost
+(Redis restart, a crash between commit and send), the maintenance loop finds
+the job still `queued` and sends it again (`jobs.store.due_for_resend`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from uuid import UUID
+
+import anyio.to_thread
+import dramatiq
+import msgspec
+from loguru import logger
+from psycopg_pool import AsyncConnectionPool
+
+from jobs import store
+from jobs.broker import actor_name
+from jobs.events import EventLog
+from jobs.ids import uuid7
+from jobs.kinds import JobRequest, queue_for
+from jobs.states import EventType
+
+
+def send_job(broker: dramatiq.Broker, job_id: UUID, queue: str) -> None:
+    """Send the message that makes a worker run `job_id` (blocking)."""
+    broker.enqueue(
+        dramatiq.Message(
+            queue_name=queue, actor_name=actor_name(queue), args=(str(job_id),), kwargs={}, options={}
+        )
+    )
+
+
+def request_fingerprint(body: bytes) -> bytes:
+    """What an idempotency key is bound to: a hash of the request body."""
+    return hashlib.sha256(body).digest()
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The outcome of a submission."""
+
+    job: store.JobRow
+    created: bool
+
+
+async def submit(
+    pool: AsyncConnectionPool,
+    broker: dramatiq.Broker,
+    events: EventLog,
+    *,
+    owner_id: UUID,
+    request: JobRequest,
+    idempotency_key: str | None = None,
+    fingerprint: bytes | None = None,
+) -> Submitted:
+    """Create a job and enqueue it; with a known idempotency key, return the original job."""
+    queue = queue_for(request)
+    async with pool.connection() as conn:
+        row, created = await store.insert_job(
+            conn,
+            job_id=uuid7(),
+            owner_id=owner_id,
+            kind=request.__struct_config__.tag,  # type: ignore[arg-type]
+            queue=queue,
+            payload=msgspec.to_builtins(request.input),
+            metadata=request.metadata,
+            idempotency_key=idempotency_key,
+            request_hash=fingerprint,
+        )
+    if not created:
+        return Submitted(row, created=False)
+    try:
+        # `queued` is published before the send so it is always seq 1, ahead of `started`.
+        await events.publish(row.id, owner_id, EventType.QUEUED, {"queue": queue})
+        await anyio.to_thread.run_sync(send_job, broker, row.id, queue)
+    except Exception:
+        # The row is committed: the reconciler will send it. The 202 stands.
+        logger.opt(exception=True).bind(job_id=str(row.id)).warning("send failed; the reconciler will resend")
+    return Submitted(row, created=True)

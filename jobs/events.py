@@ -1,0 +1,105 @@
+"""Per-job event log: publish (workers, API) and replay (API).
+
+Each event is `{seq, type, job_id, at, data}` with `seq` counting 1, 2, 3…
+per job. One Lua script assigns the sequence number, appends the event to the
+job's replay stream (a Redis stream whose entry ids are `0-<seq>`, so a
+replay after `seq` is one exclusive XRANGE) and publishes it on the job's and
+the owner's pub/sub channels — atomically, so the stream and the live channel
+can never disagree on order.
+
+Subscribers (api/streaming.py) subscribe first, replay second, then go live,
+dropping anything at or below the last sequence they delivered and filling
+any gap from the replay stream.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from redis.asyncio import Redis
+
+from jobs.states import EventType
+
+_PUBLISH = """
+local seq = redis.call('INCR', KEYS[1])
+local payload = '{"seq":' .. seq .. ',' .. ARGV[1]
+redis.call('XADD', KEYS[2], '0-' .. seq, 'e', payload)
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+for i = 3, #ARGV do
+  redis.call('PUBLISH', ARGV[i], payload)
+end
+return seq
+"""
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True):
+    """One entry of a job's event log, as clients receive it."""
+
+    seq: int
+    type: str
+    job_id: str
+    at: str
+    data: dict[str, Any] = {}
+
+
+class _Unsequenced(msgspec.Struct, frozen=True, kw_only=True):
+    type: str
+    job_id: str
+    at: str
+    data: dict[str, Any]
+
+
+_encoder = msgspec.json.Encoder()
+event_decoder = msgspec.json.Decoder(Event)
+
+
+def job_channel(job_id: UUID | str) -> str:
+    """Pub/sub channel of one job's events."""
+    return f"sy:job:{job_id}"
+
+
+def user_channel(owner_id: UUID | str) -> str:
+    """Pub/sub channel of all the events of one owner's jobs."""
+    return f"sy:user:{owner_id}"
+
+
+def _keys(job_id: UUID | str) -> list[str]:
+    # Hash tag: both keys of a job live in the same cluster slot.
+    return [f"sy:{{{job_id}}}:seq", f"sy:{{{job_id}}}:events"]
+
+
+def now_iso() -> str:
+    """The current UTC time, ISO 8601 with microseconds."""
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+class EventLog:
+    """Publishes and replays job events on one Redis client."""
+
+    def __init__(self, redis: Redis, ttl_seconds: int) -> None:
+        self.redis = redis
+        self.ttl_seconds = ttl_seconds
+        self._publish = redis.register_script(_PUBLISH)
+
+    async def publish(
+        self, job_id: UUID, owner_id: UUID, type: EventType, data: dict[str, Any] | None = None
+    ) -> int:
+        """Append an event to the job's log and publish it; returns its sequence number."""
+        body = _encoder.encode(
+            _Unsequenced(type=str(type), job_id=str(job_id), at=now_iso(), data=data or {})
+        )
+        seq = await self._publish(
+            keys=_keys(job_id),
+            args=[body[1:], self.ttl_seconds, job_channel(job_id), user_channel(owner_id)],
+        )
+        return int(seq)
+
+    async def replay(self, job_id: UUID | str, after: int = 0, upto: int | None = None) -> list[Event]:
+        """Events with `after < seq (<= upto)`, in order, from the replay stream."""
+        end = "+" if upto is None else f"0-{upto}"
+        entries = await self.redis.xrange(_keys(job_id)[1], min=f"(0-{after}", max=end)
+        return [event_decoder.decode(fields[b"e"]) for _id, fields in entries]

@@ -1,0 +1,64 @@
+"""The job state machine.
+
+    queued ──► running ──► succeeded | failed | cancelled
+       ▲          │
+       └──────────┘  (retry, or a lease that expired)
+
+Every transition is a conditional UPDATE in `jobs/store.py`, so a duplicate
+delivery can never run a job twice or overwrite a terminal state.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    """Where a job is in its life."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+#: States a job never leaves.
+TERMINAL_STATUSES = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
+
+
+class Queue(StrEnum):
+    """Dramatiq queue names. Interactive and bulk traffic never share a queue."""
+
+    CHAT = "chat"
+    CHAT_BULK = "chat.bulk"
+    EMBEDDINGS = "embeddings"
+    FILES = "files"
+    BILLING = "billing"
+    WEBHOOKS = "webhooks"
+
+
+class Kind(StrEnum):
+    """Job kinds."""
+
+    CHAT_COMPLETION = "chat.completion"
+    EMBEDDING = "embedding"
+    FILE_PROCESS = "file.process"
+
+
+class EventType(StrEnum):
+    """Types of per-job events, in the order a job can emit them."""
+
+    QUEUED = "queued"
+    STARTED = "started"
+    DELTA = "delta"
+    RETRYING = "retrying"
+    FALLBACK = "fallback"
+    RESET = "reset"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+#: Event types after which a job emits nothing more.
+TERMINAL_EVENTS = frozenset({EventType.SUCCEEDED, EventType.FAILED, EventType.CANCELLED})

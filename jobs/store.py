@@ -1,0 +1,269 @@
+"""The job store: every read and state transition of a job, in SQL.
+
+Each transition is a conditional UPDATE whose WHERE clause states the only
+states it may leave from, so a duplicate delivery, a late worker whose lease
+expired, or a cancel racing a completion can never overwrite a terminal state.
+Workers fence their writes with the claim number (`attempts`): a worker that
+lost its lease finds its UPDATE matching no row.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from psycopg import AsyncConnection
+from psycopg.rows import kwargs_row
+from psycopg_pool import AsyncConnectionPool
+
+from jobs.states import Status
+
+
+class JobRow(msgspec.Struct, kw_only=True):
+    """A row of the `jobs` table."""
+
+    id: UUID
+    owner_id: UUID
+    kind: str
+    queue: str
+    status: str
+    payload: dict[str, Any]
+    metadata: dict[str, Any] | None
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
+    usage: dict[str, Any] | None
+    attempts: int
+    max_attempts: int
+    idempotency_key: str | None
+    request_hash: bytes | None
+    worker_id: str | None
+    lease_until: datetime | None
+    created_at: datetime
+    enqueued_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class AttemptRow(msgspec.Struct, kw_only=True):
+    """A row of `job_attempts`: one provider call."""
+
+    attempt: int
+    provider: str
+    model: str
+    started_at: datetime
+    latency_ms: float
+    ttft_ms: float | None
+    outcome: str
+    error_code: str | None
+    error_message: str | None
+    usage: dict[str, Any] | None
+
+
+_COLUMNS = ", ".join(JobRow.__struct_fields__)
+_ATTEMPT_COLUMNS = ", ".join(AttemptRow.__struct_fields__)
+_job_row = kwargs_row(JobRow)
+
+
+def _json(value: Any) -> str | None:
+    """A value as JSON text for a `%s::jsonb` parameter."""
+    return None if value is None else msgspec.json.encode(value).decode()
+
+
+async def insert_job(
+    conn: AsyncConnection[Any],
+    *,
+    job_id: UUID,
+    owner_id: UUID,
+    kind: str,
+    queue: str,
+    payload: Any,
+    metadata: Any,
+    idempotency_key: str | None,
+    request_hash: bytes | None,
+) -> tuple[JobRow, bool]:
+    """Insert a queued job; with an idempotency key already used, return that job instead.
+
+    Returns the row and whether it was created by this call.
+    """
+    async with conn.cursor(row_factory=_job_row) as cur:
+        await cur.execute(
+            f"""
+            INSERT INTO jobs (id, owner_id, kind, queue, payload, metadata, idempotency_key, request_hash)
+            VALUES (%s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s)
+            ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+            RETURNING {_COLUMNS}
+            """,
+            (job_id, owner_id, kind, queue, _json(payload), _json(metadata), idempotency_key, request_hash),
+        )
+        row = await cur.fetchone()
+        if row is not None:
+            return row, True
+        # The key was used before: the conflicting row is visible to us once its
+        # inserter committed (ON CONFLICT waits for it), so this SELECT finds it.
+        await cur.execute(
+            f"SELECT {_COLUMNS} FROM jobs WHERE owner_id = %s AND idempotency_key = %s",
+            (owner_id, idempotency_key),
+        )
+        existing = await cur.fetchone()
+        assert existing is not None
+        return existing, False
+
+
+async def get_job(pool: AsyncConnectionPool, job_id: UUID, owner_id: UUID | None) -> JobRow | None:
+    """One job, if it exists and `owner_id` owns it (`None`: any owner, for admins and workers)."""
+    async with pool.connection() as conn, conn.cursor(row_factory=_job_row) as cur:
+        await cur.execute(
+            f"SELECT {_COLUMNS} FROM jobs WHERE id = %s AND (%s::uuid IS NULL OR owner_id = %s)",
+            (job_id, owner_id, owner_id),
+        )
+        return await cur.fetchone()
+
+
+async def list_jobs(
+    pool: AsyncConnectionPool,
+    owner_id: UUID,
+    *,
+    status: str | None = None,
+    kind: str | None = None,
+    before: UUID | None = None,
+    limit: int = 20,
+) -> list[JobRow]:
+    """The owner's jobs, newest first; `before` is the cursor (the last id of the previous page)."""
+    async with pool.connection() as conn, conn.cursor(row_factory=_job_row) as cur:
+        await cur.execute(
+            f"""
+            SELECT {_COLUMNS} FROM jobs
+            WHERE owner_id = %(owner)s
+              AND (%(status)s::text IS NULL OR status = %(status)s)
+              AND (%(kind)s::text IS NULL OR kind = %(kind)s)
+              AND (%(before)s::uuid IS NULL OR id < %(before)s)
+            ORDER BY id DESC
+            LIMIT %(limit)s
+            """,
+            {"owner": owner_id, "status": status, "kind": kind, "before": before, "limit": limit},
+        )
+        return await cur.fetchall()
+
+
+async def list_attempts(pool: AsyncConnectionPool, job_id: UUID) -> list[AttemptRow]:
+    """Every provider call made for a job, oldest first."""
+    async with pool.connection() as conn, conn.cursor(row_factory=kwargs_row(AttemptRow)) as cur:
+        await cur.execute(
+            f"SELECT {_ATTEMPT_COLUMNS} FROM job_attempts WHERE job_id = %s ORDER BY id", (job_id,)
+        )
+        return await cur.fetchall()
+
+
+async def claim(pool: AsyncConnectionPool, job_id: UUID, worker_id: str, lease_seconds: float) -> JobRow | None:
+    """Take a queued job (or one whose lease expired) for this worker; `None` if it is not claimable.
+
+    A duplicate delivery of a job that is running under a live lease, or that
+    already finished, claims nothing — that is what makes delivery
+    at-least-once but execution once.
+    """
+    async with pool.connection() as conn, conn.cursor(row_factory=_job_row) as cur:
+        await cur.execute(
+            f"""
+            UPDATE jobs
+            SET status = 'running', attempts = attempts + 1, worker_id = %s,
+                lease_until = now() + make_interval(secs => %s),
+                started_at = coalesce(started_at, now())
+            WHERE id = %s
+              AND (status = 'queued' OR (status = 'running' AND lease_until < now()))
+            RETURNING {_COLUMNS}
+            """,
+            (worker_id, lease_seconds, job_id),
+        )
+        return await cur.fetchone()
+
+
+async def renew_lease(pool: AsyncConnectionPool, job_id: UUID, attempt: int, lease_seconds: float) -> bool:
+    """Extend a running job's lease; False when this worker no longer holds it."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            """
+            UPDATE jobs SET lease_until = now() + make_interval(secs => %s)
+            WHERE id = %s AND status = 'running' AND attempts = %s
+            """,
+            (lease_seconds, job_id, attempt),
+        )
+        return cur.rowcount == 1
+
+
+async def finish(
+    conn: AsyncConnection[Any],
+    job_id: UUID,
+    attempt: int,
+    status: Status,
+    *,
+    result: Any = None,
+    error: Any = None,
+    usage: Any = None,
+) -> bool:
+    """Move a running job held by claim `attempt` to a terminal state; False if it was not ours to finish."""
+    cur = await conn.execute(
+        """
+        UPDATE jobs
+        SET status = %s, result = %s::jsonb, error = %s::jsonb, usage = %s::jsonb,
+            finished_at = now(), lease_until = NULL
+        WHERE id = %s AND status = 'running' AND attempts = %s
+        """,
+        (status, _json(result), _json(error), _json(usage), job_id, attempt),
+    )
+    return cur.rowcount == 1
+
+
+async def release(pool: AsyncConnectionPool, job_id: UUID, attempt: int) -> bool:
+    """Give a running job back to the queue (retry later); False if it was not ours."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            """
+            UPDATE jobs SET status = 'queued', lease_until = NULL, worker_id = NULL, enqueued_at = now()
+            WHERE id = %s AND status = 'running' AND attempts = %s
+            """,
+            (job_id, attempt),
+        )
+        return cur.rowcount == 1
+
+
+async def record_attempt(conn: AsyncConnection[Any], job_id: UUID, attempt: AttemptRow) -> None:
+    """Append one provider call to the job's attempt log."""
+    await conn.execute(
+        f"""
+        INSERT INTO job_attempts (job_id, {_ATTEMPT_COLUMNS})
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)
+        """,
+        (
+            job_id, attempt.attempt, attempt.provider, attempt.model, attempt.started_at,
+            attempt.latency_ms, attempt.ttft_ms, attempt.outcome, attempt.error_code,
+            attempt.error_message, _json(attempt.usage),
+        ),
+    )
+
+
+async def due_for_resend(pool: AsyncConnectionPool, older_than_seconds: float, limit: int = 500) -> list[tuple[UUID, str]]:
+    """Jobs whose message may be lost: queued too long, or running with an expired lease.
+
+    Marks them as sent now (so the next sweep skips them) and returns (id, queue)
+    pairs to send again. A job that is still sitting in Redis gets a duplicate
+    message, which its claim turns into a no-op.
+    """
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            """
+            UPDATE jobs SET enqueued_at = now()
+            WHERE id IN (
+                SELECT id FROM jobs
+                WHERE enqueued_at < now() - make_interval(secs => %s)
+                  AND (status = 'queued' OR (status = 'running' AND lease_until < now()))
+                ORDER BY enqueued_at
+                LIMIT %s
+                FOR UPDATE SKIP LOCKED
+            )
+            RETURNING id, queue
+            """,
+            (older_than_seconds, limit),
+        )
+        return [(row[0], row[1]) for row in await cur.fetchall()]

@@ -1,0 +1,142 @@
+"""`switchyard` — the command line: run the platform's processes and admin tasks.
+
+    switchyard dev            the whole platform on this machine (embedded servers by default)
+    switchyard migrate        apply schema.sql
+    switchyard api            the HTTP API (uvicorn)
+    switchyard worker ARGS    a Dramatiq worker pool: `switchyard worker --queues chat -p 2 -t 8`
+    switchyard maintenance    the reconciler / maintenance loop
+    switchyard simulator      the provider simulator (development tool)
+    switchyard create-user    add a user (`--role admin` for an operator)
+    switchyard create-key     create an API key for a user; the secret is printed once
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+from jobs.settings import get_settings
+
+
+def _migrate(_: argparse.Namespace) -> None:
+    from jobs.db import migrate
+
+    migrate(get_settings().database_url)
+    print("schema applied")
+
+
+def _api(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run(
+        "api.app:create_app", factory=True, host=args.host or settings.api_host,
+        port=args.port or settings.api_port, workers=args.workers, access_log=False,
+        log_config=None, ws_ping_interval=20, timeout_graceful_shutdown=10,
+    )
+
+
+def _worker(args: argparse.Namespace) -> None:
+    extra = args.rest or []
+    os.execvp(sys.executable, [sys.executable, "-m", "dramatiq", "workers.app", *extra])
+
+
+def _maintenance(_: argparse.Namespace) -> None:
+    from jobs.broker import make_broker
+    from jobs.logging import setup_logging
+    from workers.maintenance import run_forever
+
+    settings = get_settings()
+    setup_logging(settings, "maintenance")
+    try:
+        asyncio.run(run_forever(settings, make_broker(settings, middleware=[])))
+    except KeyboardInterrupt:
+        pass
+
+
+def _simulator(args: argparse.Namespace) -> None:
+    from scripts.simulator.__main__ import main as sim_main
+
+    sim_main(args.rest or [])
+
+
+async def _create_user_async(email: str, role: str) -> None:
+    import psycopg
+
+    from jobs.accounts import create_user, find_user
+    from jobs.db import require_url
+
+    async with await psycopg.AsyncConnection.connect(require_url(get_settings().database_url), autocommit=True) as conn:
+        if await find_user(conn, email):
+            raise SystemExit(f"user {email} already exists")
+        user_id = await create_user(conn, email, role)
+    print(f"created {role} {email} ({user_id})")
+
+
+async def _create_key_async(email: str, name: str) -> None:
+    import psycopg
+
+    from jobs.accounts import create_api_key, find_user
+    from jobs.db import require_url
+
+    async with await psycopg.AsyncConnection.connect(require_url(get_settings().database_url), autocommit=True) as conn:
+        user_id = await find_user(conn, email)
+        if user_id is None:
+            raise SystemExit(f"no user {email}; create it with `switchyard create-user --email {email}`")
+        _, secret = await create_api_key(conn, user_id, name)
+    print(secret)
+
+
+def _dev(args: argparse.Namespace) -> None:
+    from scripts.dev import run_dev
+
+    run_dev(args)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `switchyard` console script."""
+    parser = argparse.ArgumentParser(prog="switchyard", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="run the whole platform locally")
+    dev.add_argument("--port", type=int, default=8000, help="API port (default 8000)")
+    dev.add_argument("--simulator-port", type=int, default=8900)
+    dev.add_argument("--processes", type=int, default=1, help="worker processes")
+    dev.add_argument("--threads", type=int, default=8, help="worker threads per process")
+    dev.set_defaults(func=_dev)
+
+    sub.add_parser("migrate", help="apply schema.sql").set_defaults(func=_migrate)
+
+    api = sub.add_parser("api", help="serve the HTTP API")
+    api.add_argument("--host")
+    api.add_argument("--port", type=int)
+    api.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    api.set_defaults(func=_api)
+
+    for name, func, help_ in (("worker", _worker, "run a Dramatiq worker pool (args go to dramatiq)"),
+                              ("simulator", _simulator, "run the provider simulator (dev tool)")):
+        p = sub.add_parser(name, help=help_, add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(func=func)
+
+    sub.add_parser("maintenance", help="run the maintenance loop").set_defaults(func=_maintenance)
+
+    user = sub.add_parser("create-user", help="add a user")
+    user.add_argument("--email", required=True)
+    user.add_argument("--role", choices=["user", "admin"], default="user")
+    user.set_defaults(func=lambda a: asyncio.run(_create_user_async(a.email, a.role)))
+
+    key = sub.add_parser("create-key", help="create an API key (printed once)")
+    key.add_argument("--email", required=True)
+    key.add_argument("--name", default="cli")
+    key.set_defaults(func=lambda a: asyncio.run(_create_key_async(a.email, a.name)))
+
+    args = parser.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

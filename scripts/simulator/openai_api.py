@@ -1,0 +1,236 @@
+"""OpenAI wire protocol: ``/v1/chat/completions`` (incl. SSE), ``/v1/embeddings``, models."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, Router, post
+from litestar.response import Stream
+
+from .connection import abort_connection
+from .engine import (
+    BadRequest,
+    ChatPlan,
+    decide,
+    early_fault,
+    now,
+    paced,
+    plan_chat,
+    read_json,
+    record,
+    require_model,
+    stream_limit,
+    wait_full_reply,
+)
+from .faults import Decision
+from .text import DEFAULT_EMBED_DIM, count_words, embed, embed_base64
+
+# fault -> (HTTP status, error.type, error.code, message)
+_ERRORS: dict[str, tuple[int, str, str | None, str]] = {
+    "429": (429, "requests", "rate_limit_exceeded", "Rate limit reached (simulated)."),
+    "500": (500, "server_error", None, "The server had an error processing your request."),
+    "503": (503, "server_error", "service_unavailable", "The engine is currently overloaded."),
+    "529": (529, "server_error", "overloaded", "The server is overloaded (simulated)."),
+    "400": (400, "invalid_request_error", None, "Invalid request (simulated)."),
+    "401": (401, "invalid_request_error", "invalid_api_key", "Incorrect API key (simulated)."),
+    "context": (
+        400,
+        "invalid_request_error",
+        "context_length_exceeded",
+        "This model's maximum context length is 8192 tokens. However, your messages "
+        "resulted in more tokens. Please reduce the length of the messages. (simulated)",
+    ),
+}
+
+
+def error_response(
+    status: int,
+    type_: str,
+    message: str,
+    code: str | None = None,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[Any]:
+    """Build an OpenAI-style ``{"error": {...}}`` response."""
+    body = {"error": {"message": message, "type": type_, "code": code, "param": param}}
+    return Response(body, status_code=status, headers=headers)
+
+
+def fault_error(fault: str, decision: Decision) -> Response[Any]:
+    """Render a status-code fault in OpenAI's error format."""
+    status, type_, code, message = _ERRORS[fault]
+    headers = None
+    if fault == "429":
+        secs = decision.directives.retry_after
+        headers = {
+            "retry-after": str(int(secs)) if secs == int(secs) else str(secs),
+            "retry-after-ms": str(int(secs * 1000)),
+        }
+    param = "messages" if fault == "context" else None
+    return error_response(status, type_, message, code, param, headers)
+
+
+def bad_request(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """Render :class:`BadRequest` as an OpenAI ``invalid_request_error``."""
+    return error_response(400, "invalid_request_error", str(exc))
+
+
+def _sse(payload: Any) -> bytes:
+    return b"data: " + msgspec.json.encode(payload) + b"\n\n"
+
+
+def _usage(plan: ChatPlan) -> dict[str, int]:
+    n = len(plan.words)
+    return {
+        "prompt_tokens": plan.prompt_tokens,
+        "completion_tokens": n,
+        "total_tokens": plan.prompt_tokens + n,
+    }
+
+
+async def _stream(
+    request: Request[Any, Any, Any], plan: ChatPlan, cid: str, include_usage: bool
+) -> AsyncIterator[bytes]:
+    """Yield SSE frames shaped exactly like OpenAI ``chat.completion.chunk`` events."""
+    base: dict[str, Any] = {
+        "id": cid,
+        "object": "chat.completion.chunk",
+        "created": now(),
+        "model": plan.model,
+        "system_fingerprint": "fp_sim",
+    }
+    if include_usage:
+        base["usage"] = None  # OpenAI sends usage: null on every chunk but the last
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return _sse({**base, "choices": [choice]})
+
+    role = chunk({"role": "assistant", "content": "", "refusal": None})
+    frames = [chunk({"content": piece}) for piece in stream_limit(plan)]
+    # The role chunk travels with the first token, so it too arrives at TTFT.
+    frames = [role + frames[0], *frames[1:]] if frames else [role]
+    async for frame in paced(frames, plan.decision):
+        yield frame
+    if plan.decision.fault == "cut":
+        await abort_connection(request)
+        return
+    if plan.decision.fault == "malformed":
+        yield b'data: {"id": "' + cid.encode() + b'", "choices": [{"delta": {"content": \n\n'
+        return
+    yield chunk({}, "length" if plan.capped else "stop")
+    if include_usage:
+        yield _sse({**base, "choices": [], "usage": _usage(plan)})
+    yield b"data: [DONE]\n\n"
+
+
+@post("/v1/chat/completions", status_code=200)
+async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
+    """OpenAI Chat Completions, streaming (SSE) or not."""
+    data = await read_json(request)
+    model = require_model(data)
+    max_tokens = data.get("max_completion_tokens", data.get("max_tokens"))
+    plan = plan_chat(request, model, data.get("messages"), None, max_tokens)
+    record(request, "openai.chat", model, plan.decision)
+    streaming = bool(data.get("stream"))
+    early = await early_fault(request, plan.decision, fault_error, streaming)
+    if early is not None:
+        return early
+    cid = "chatcmpl-" + secrets.token_hex(12)
+    if streaming:
+        opts = data.get("stream_options") or {}
+        include_usage = bool(isinstance(opts, dict) and opts.get("include_usage"))
+        return Stream(
+            _stream(request, plan, cid, include_usage),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache"},
+        )
+    await wait_full_reply(len(plan.words), plan.decision)
+    message = {"role": "assistant", "content": plan.text, "refusal": None}
+    return Response(
+        {
+            "id": cid,
+            "object": "chat.completion",
+            "created": now(),
+            "model": model,
+            "system_fingerprint": "fp_sim",
+            "usage": _usage(plan),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": "length" if plan.capped else "stop",
+                }
+            ],
+        }
+    )
+
+
+def _inputs(raw: Any) -> list[str]:
+    """Accept str, list[str], list[int] (one tokenised input) or list[list[int]]."""
+    if isinstance(raw, str):
+        return [raw]
+    if isinstance(raw, list) and raw:
+        if all(isinstance(x, int) for x in raw):
+            return [" ".join(map(str, raw))]
+        if all(isinstance(x, str) for x in raw):
+            return list(raw)
+        if all(isinstance(x, list) for x in raw):
+            return [" ".join(map(str, x)) for x in raw]
+    raise BadRequest("input: must be a non-empty string or array")
+
+
+@post("/v1/embeddings", status_code=200)
+async def embeddings(request: Request[Any, Any, Any]) -> Response[Any]:
+    """OpenAI Embeddings: deterministic unit vectors, float or base64 encoded."""
+    data = await read_json(request)
+    model = require_model(data)
+    inputs = _inputs(data.get("input"))
+    dims = data.get("dimensions") or DEFAULT_EMBED_DIM
+    if not isinstance(dims, int) or dims < 1:
+        raise BadRequest("dimensions: must be a positive integer")
+    decision = decide(request, model, inputs)
+    record(request, "openai.embeddings", model, decision)
+    early = await early_fault(request, decision, fault_error, streaming=False)
+    if early is not None:
+        return early
+    await wait_full_reply(1, decision)
+    b64 = data.get("encoding_format") == "base64"
+    items = [
+        {
+            "object": "embedding",
+            "index": i,
+            "embedding": embed_base64(embed(t, dims)) if b64 else embed(t, dims),
+        }
+        for i, t in enumerate(inputs)
+    ]
+    tokens = sum(count_words(t) for t in inputs)
+    return Response(
+        {
+            "object": "list",
+            "data": items,
+            "model": model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+    )
+
+
+def models_payload(models: list[str]) -> dict[str, Any]:
+    """OpenAI ``GET /v1/models`` body."""
+    return {
+        "object": "list",
+        "data": [
+            {"id": m, "object": "model", "created": 0, "owned_by": "switchyard-sim"} for m in models
+        ],
+    }
+
+
+router = Router(
+    path="/",
+    route_handlers=[chat_completions, embeddings],
+    exception_handlers={BadRequest: bad_request},
+)

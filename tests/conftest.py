@@ -1,0 +1,172 @@
+"""Session fixtures: real PostgreSQL, Redis, simulator, API and workers.
+
+Embedded servers start by default; set DATABASE_URL / REDIS_URL to use your
+own (disposable!) servers: tests truncate tables between tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import redis
+
+from jobs.accounts import create_api_key, create_user
+from jobs.db import migrate
+from jobs.settings import Settings, settings_from
+from scripts.embedded import free_port, start_postgres, start_redis
+from scripts.simulator import serve_in_thread
+from tests.stack import Process, start_api, start_maintenance, start_worker
+
+
+@dataclass
+class Stack:
+    """Everything the session started."""
+
+    env: dict[str, str]
+    settings: Settings
+    api_url: str
+    simulator_url: str
+    log_dir: Path
+    api: Process
+    worker: Process
+    maintenance: Process
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """DATABASE_URL and REDIS_URL of real servers (embedded unless given)."""
+    stops = []
+    urls = {"DATABASE_URL": os.environ.get("DATABASE_URL", ""), "REDIS_URL": os.environ.get("REDIS_URL", "")}
+    if not urls["DATABASE_URL"]:
+        # A short path: the server's Unix socket lives in its data dir (108-byte limit).
+        pg_dir = Path(tempfile.mkdtemp(prefix="sy-pg-"))
+        urls["DATABASE_URL"], stop = start_postgres(pg_dir / "data")
+        stops.append(stop)
+    if not urls["REDIS_URL"]:
+        urls["REDIS_URL"], proc = start_redis(None)
+        stops.append(lambda: (proc.terminate(), proc.wait(10)))
+    migrate(urls["DATABASE_URL"])
+    yield urls
+    for stop in reversed(stops):
+        stop()
+
+
+@pytest.fixture(scope="session")
+def simulator_url() -> Iterator[str]:
+    """The provider simulator, over HTTP."""
+    with serve_in_thread() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def stack_env(servers: dict[str, str], simulator_url: str) -> dict[str, str]:
+    """Environment for every process the tests start."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SWITCHYARD_", "OPENAI_", "ANTHROPIC_"))}
+    env.update(servers)
+    env.update({
+        "SIMULATOR_URL": simulator_url,
+        "SWITCHYARD_RECONCILE_AFTER_SECONDS": "2",
+        "SWITCHYARD_MAINTENANCE_INTERVAL_SECONDS": "0.5",
+        "SWITCHYARD_STREAM_IDLE_POLL_SECONDS": "0.5",
+        "LOG_LEVEL": "DEBUG",
+    })
+    return env
+
+
+@pytest.fixture(scope="session")
+def stack(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """API, worker pool and maintenance loop as real processes."""
+    log_dir = tmp_path_factory.mktemp("logs")
+    port = free_port()
+    api = start_api(stack_env, port, log_dir)
+    worker = start_worker(stack_env, log_dir)
+    maintenance = start_maintenance(stack_env, log_dir)
+    yield Stack(env=stack_env, settings=settings_from(stack_env), api_url=f"http://127.0.0.1:{port}",
+                simulator_url=stack_env["SIMULATOR_URL"], log_dir=log_dir, api=api, worker=worker,
+                maintenance=maintenance)
+    for proc in (maintenance, worker, api):
+        proc.stop()
+
+
+@pytest.fixture(autouse=True)
+def _clean_db(request: pytest.FixtureRequest) -> None:
+    """Each test that touches the database starts with empty tables."""
+    if "servers" not in request.fixturenames:
+        return
+    url = request.getfixturevalue("servers")["DATABASE_URL"]
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("TRUNCATE users, api_keys, jobs, job_attempts CASCADE")
+
+
+@dataclass
+class User:
+    """A user with an API key."""
+
+    id: uuid.UUID
+    email: str
+    key: str
+
+
+async def make_user(database_url: str, role: str = "user") -> User:
+    """Create a user and a key directly in the database."""
+    email = f"{uuid.uuid4().hex[:10]}@test.local"
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        user_id = await create_user(conn, email, role)
+        _, key = await create_api_key(conn, user_id, "test")
+    return User(id=user_id, email=email, key=key)
+
+
+@pytest.fixture
+async def user(servers: dict[str, str]) -> User:
+    return await make_user(servers["DATABASE_URL"])
+
+
+@pytest.fixture
+async def other_user(servers: dict[str, str]) -> User:
+    return await make_user(servers["DATABASE_URL"])
+
+
+@pytest.fixture
+async def client(stack: Stack, user: User) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the API, authenticated as `user`."""
+    async with httpx.AsyncClient(base_url=stack.api_url, timeout=30,
+                                 headers={"Authorization": f"Bearer {user.key}"}) as c:
+        yield c
+
+
+@pytest.fixture
+def redis_client(servers: dict[str, str]) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(servers["REDIS_URL"])
+    yield client
+    client.close()
+
+
+def chat_job(content: str = "Hello there", *, model: str = "sim-small", stream: bool = False,
+             **extra: Any) -> dict[str, Any]:
+    """A `chat.completion` request body."""
+    return {"kind": "chat.completion",
+            "input": {"model": model, "stream": stream, "messages": [{"role": "user", "content": content}], **extra}}
+
+
+async def wait_for_status(client: httpx.AsyncClient, job_id: str, statuses: set[str] | None = None,
+                          timeout: float = 30) -> dict[str, Any]:
+    """Poll a job until it reaches one of `statuses` (default: any terminal state)."""
+    statuses = statuses or {"succeeded", "failed", "cancelled"}
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        body: dict[str, Any] = (await client.get(f"/v1/jobs/{job_id}")).json()
+        if body.get("status") in statuses:
+            return body
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"job {job_id} stuck in {body.get('status')}: {body}")
+        await asyncio.sleep(0.05)

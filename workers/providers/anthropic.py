@@ -1,0 +1,109 @@
+"""Anthropic's Messages API through the official `anthropic` SDK."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anthropic
+import httpx
+
+from jobs.errors import ProviderError, ProviderOverloaded, ProviderRejected
+from jobs.kinds import Usage
+from workers.providers.base import ChatOutcome, ChatRequest, OnDelta
+
+#: Anthropic stop reasons in OpenAI's vocabulary, which is what our results use.
+_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls"}
+
+
+def map_error(exc: Exception) -> ProviderError:
+    """Translate an SDK or transport exception into our error tree."""
+    match exc:
+        case anthropic.APITimeoutError() | anthropic.APIConnectionError():
+            return ProviderOverloaded(f"connection failed: {type(exc).__name__}", reason="connection")
+        case anthropic.RateLimitError():
+            retry_after = exc.response.headers.get("retry-after")
+            return ProviderOverloaded(
+                "rate limited (429)", reason="rate_limited",
+                retry_after=float(retry_after) if retry_after else None,
+            )
+        case anthropic.APIStatusError() if exc.status_code >= 500:
+            return ProviderOverloaded(f"server error ({exc.status_code})", reason="server_error")
+        case anthropic.APIStatusError():
+            return ProviderRejected(f"request rejected ({exc.status_code}): {exc.message}", status=exc.status_code)
+        case httpx.TransportError() | anthropic.APIError():
+            return ProviderOverloaded(f"stream broken: {type(exc).__name__}", reason="stream_broken")
+    return ProviderOverloaded(f"unexpected provider failure: {type(exc).__name__}", reason="unknown")
+
+
+class AnthropicProvider:
+    """Chat completions through the official `anthropic` SDK (system prompt lifted out of the messages)."""
+
+    def __init__(self, name: str, *, base_url: str | None, api_key: str) -> None:
+        self.name = name
+        self.client = anthropic.AsyncAnthropic(base_url=base_url or None, api_key=api_key, max_retries=0)
+
+    async def chat(self, request: ChatRequest, on_delta: OnDelta | None = None) -> ChatOutcome:
+        """Run one completion, streaming when `on_delta` is given."""
+        system = "\n\n".join(m.content for m in request.messages if m.role == "system")
+        kwargs: dict[str, Any] = {
+            "model": request.model,
+            "max_tokens": request.max_tokens,
+            "messages": [
+                {"role": "assistant" if m.role == "assistant" else "user", "content": m.content}
+                for m in request.messages if m.role != "system"
+            ],
+            "timeout": request.timeout_seconds,
+        }
+        if system:
+            kwargs["system"] = system
+        if request.temperature is not None:
+            kwargs["temperature"] = min(request.temperature, 1.0)  # Anthropic's range is 0..1
+        try:
+            if on_delta is None:
+                return await self._complete(kwargs)
+            return await self._stream(kwargs, on_delta)
+        except ProviderError:
+            raise
+        except Exception as exc:
+            raise map_error(exc) from exc
+
+    async def _complete(self, kwargs: dict[str, Any]) -> ChatOutcome:
+        message = await self.client.messages.create(**kwargs)
+        content = "".join(block.text for block in message.content if block.type == "text")
+        return ChatOutcome(
+            content=content,
+            finish_reason=_FINISH.get(message.stop_reason or "", "stop"),
+            usage=_usage(message.usage.input_tokens, message.usage.output_tokens),
+        )
+
+    async def _stream(self, kwargs: dict[str, Any], on_delta: OnDelta) -> ChatOutcome:
+        started = time.perf_counter()
+        ttft_ms: float | None = None
+        parts: list[str] = []
+        input_tokens = output_tokens = 0
+        stop_reason = ""
+        stream = await self.client.messages.create(**kwargs, stream=True)
+        async for event in stream:
+            match event.type:
+                case "message_start":
+                    input_tokens = event.message.usage.input_tokens
+                case "content_block_delta" if event.delta.type == "text_delta":
+                    if ttft_ms is None:
+                        ttft_ms = (time.perf_counter() - started) * 1000
+                    parts.append(event.delta.text)
+                    await on_delta(event.delta.text)
+                case "message_delta":
+                    output_tokens = event.usage.output_tokens
+                    stop_reason = event.delta.stop_reason or ""
+        if not stop_reason:
+            raise ProviderOverloaded("stream ended before message_stop", reason="stream_broken")
+        return ChatOutcome(
+            content="".join(parts), finish_reason=_FINISH.get(stop_reason, "stop"),
+            usage=_usage(input_tokens, output_tokens), ttft_ms=ttft_ms,
+        )
+
+
+def _usage(input_tokens: int, output_tokens: int) -> Usage:
+    return Usage(prompt_tokens=input_tokens, completion_tokens=output_tokens,
+                 total_tokens=input_tokens + output_tokens)

@@ -1,0 +1,53 @@
+"""The `Provider` seam: one protocol every adapter implements."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import msgspec
+
+from jobs.kinds import Message, Usage
+
+#: Called with each piece of generated text while a completion streams.
+OnDelta = Callable[[str], Awaitable[None]]
+
+
+class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """A chat completion as sent to one target (`model` is the provider's model name)."""
+
+    model: str
+    messages: list[Message]
+    max_tokens: int
+    temperature: float | None = None
+    timeout_seconds: float = 60.0
+
+
+class ChatOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """What a provider produced for a chat completion."""
+
+    content: str
+    finish_reason: str
+    usage: Usage
+    #: Milliseconds from the request to the first generated text (streams only).
+    ttft_ms: float | None = None
+
+
+class Provider(Protocol):
+    """A backend that can run chat completions."""
+
+    name: str
+
+    async def chat(self, request: ChatRequest, on_delta: OnDelta | None = None) -> ChatOutcome:
+        """Run one completion; stream through `on_delta` when given.
+
+        Raises:
+            ProviderOverloaded: transient failure (retry, then fall back).
+            ProviderRejected: the request itself was refused (fail fast).
+        """
+        ...
+
+
+def estimate_tokens(text: str) -> int:
+    """A provider-independent token estimate (~4 characters per token), never zero for text."""
+    return max(1, (len(text) + 3) // 4) if text else 0

@@ -1,0 +1,114 @@
+"""OpenAI and any OpenAI-compatible server (Groq, vLLM, LM Studio, the simulator)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import openai
+
+from jobs.errors import ProviderError, ProviderOverloaded, ProviderRejected
+from jobs.kinds import Usage
+from workers.providers.base import ChatOutcome, ChatRequest, OnDelta, estimate_tokens
+
+
+def map_error(exc: Exception) -> ProviderError:
+    """Translate an SDK or transport exception into our error tree."""
+    match exc:
+        case openai.APITimeoutError() | openai.APIConnectionError():
+            return ProviderOverloaded(f"connection failed: {type(exc).__name__}", reason="connection")
+        case openai.RateLimitError():
+            retry_after = exc.response.headers.get("retry-after")
+            return ProviderOverloaded(
+                "rate limited (429)", reason="rate_limited",
+                retry_after=float(retry_after) if retry_after else None,
+            )
+        case openai.APIStatusError() if exc.status_code >= 500:
+            return ProviderOverloaded(f"server error ({exc.status_code})", reason="server_error")
+        case openai.APIStatusError():
+            return ProviderRejected(f"request rejected ({exc.status_code}): {exc.message}", status=exc.status_code)
+        case httpx.TransportError() | openai.APIError():
+            return ProviderOverloaded(f"stream broken: {type(exc).__name__}", reason="stream_broken")
+    return ProviderOverloaded(f"unexpected provider failure: {type(exc).__name__}", reason="unknown")
+
+
+class OpenAIProvider:
+    """Chat completions through the official `openai` SDK."""
+
+    def __init__(self, name: str, *, base_url: str | None, api_key: str) -> None:
+        self.name = name
+        # Retries are ours (workers/routing.py), so the SDK must not retry behind our back.
+        self.client = openai.AsyncOpenAI(base_url=base_url or None, api_key=api_key, max_retries=0)
+
+    async def chat(self, request: ChatRequest, on_delta: OnDelta | None = None) -> ChatOutcome:
+        """Run one completion, streaming when `on_delta` is given."""
+        kwargs: dict[str, Any] = {
+            "model": request.model,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "max_tokens": request.max_tokens,
+            "timeout": request.timeout_seconds,
+        }
+        if request.temperature is not None:
+            kwargs["temperature"] = request.temperature
+        try:
+            if on_delta is None:
+                return await self._complete(kwargs)
+            return await self._stream(kwargs, on_delta)
+        except ProviderError:
+            raise
+        except Exception as exc:
+            raise map_error(exc) from exc
+
+    async def _complete(self, kwargs: dict[str, Any]) -> ChatOutcome:
+        response = await self.client.chat.completions.create(**kwargs)
+        choice = response.choices[0]
+        content = choice.message.content or ""
+        if response.usage is not None:
+            usage = Usage(
+                prompt_tokens=response.usage.prompt_tokens,
+                completion_tokens=response.usage.completion_tokens,
+                total_tokens=response.usage.total_tokens,
+            )
+        else:
+            usage = _estimated(kwargs, content)
+        return ChatOutcome(content=content, finish_reason=choice.finish_reason or "stop", usage=usage)
+
+    async def _stream(self, kwargs: dict[str, Any], on_delta: OnDelta) -> ChatOutcome:
+        started = time.perf_counter()
+        ttft_ms: float | None = None
+        parts: list[str] = []
+        finish_reason = "stop"
+        usage: Usage | None = None
+        stream = await self.client.chat.completions.create(
+            **kwargs, stream=True, stream_options={"include_usage": True}
+        )
+        async with stream:
+            async for chunk in stream:
+                if chunk.usage is not None:
+                    usage = Usage(
+                        prompt_tokens=chunk.usage.prompt_tokens,
+                        completion_tokens=chunk.usage.completion_tokens,
+                        total_tokens=chunk.usage.total_tokens,
+                    )
+                for choice in chunk.choices:
+                    if choice.delta.content:
+                        if ttft_ms is None:
+                            ttft_ms = (time.perf_counter() - started) * 1000
+                        parts.append(choice.delta.content)
+                        await on_delta(choice.delta.content)
+                    if choice.finish_reason:
+                        finish_reason = choice.finish_reason
+        content = "".join(parts)
+        return ChatOutcome(
+            content=content, finish_reason=finish_reason,
+            usage=usage or _estimated(kwargs, content), ttft_ms=ttft_ms,
+        )
+
+
+def _estimated(kwargs: dict[str, Any], content: str) -> Usage:
+    """Usage counted locally when the server sent none."""
+    prompt = sum(estimate_tokens(m["content"]) for m in kwargs["messages"])
+    completion = estimate_tokens(content)
+    return Usage(prompt_tokens=prompt, completion_tokens=completion,
+                 total_tokens=prompt + completion, estimated=True)

@@ -42,7 +42,7 @@ def strict(tp: Any) -> Any:
         return new
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is Annotated:
-        return Annotated[(strict(args[0]), *tp.__metadata__)]  # type: ignore[return-value]
+        return Annotated[(strict(args[0]), *tp.__metadata__)]
     if origin in (Union, types.UnionType):
         return Union[tuple(strict(a) for a in args)]  # noqa: UP007
     if origin in (list, dict, tuple, set, frozenset):

@@ -47,10 +47,10 @@ class WakeupRedisBroker(RedisBroker):
         self.wakeup = wakeup
 
     @property
-    def consumer_class(self) -> type[_RedisConsumer]:  # type: ignore[override]
+    def consumer_class(self) -> type[_RedisConsumer]:
         return _WakeupConsumer if self.wakeup else _RedisConsumer
 
-    def enqueue(self, message: dramatiq.Message, *, delay: int | None = None) -> dramatiq.Message:  # type: ignore[type-arg]
+    def enqueue(self, message: dramatiq.Message, *, delay: int | None = None) -> dramatiq.Message:
         """Enqueue as Dramatiq does, then wake the queue's idle consumers."""
         message = super().enqueue(message, delay=delay)
         if self.wakeup and delay is None:

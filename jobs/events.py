@@ -102,4 +102,4 @@ class EventLog:
         """Events with `after < seq (<= upto)`, in order, from the replay stream."""
         end = "+" if upto is None else f"0-{upto}"
         entries = await self.redis.xrange(_keys(job_id)[1], min=f"(0-{after}", max=end)
-        return [event_decoder.decode(fields[b"e"]) for _id, fields in entries]
+        return [event_decoder.decode(fields[b"e"]) for _id, fields in entries or [] if fields]

@@ -127,5 +127,7 @@ def load_routes(settings: Settings, path: str | Path | None = None) -> Routes:
     for name, route in parsed.models.items():
         for target in route.targets:
             if target.provider not in parsed.providers:
-                raise SystemExit(f"invalid routes file {path}: model {name!r} uses unknown provider {target.provider!r}")
+                raise SystemExit(
+                    f"invalid routes file {path}: model {name!r} uses unknown provider {target.provider!r}"
+                )
     return Routes(parsed)

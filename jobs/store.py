@@ -243,7 +243,9 @@ async def record_attempt(conn: AsyncConnection[Any], job_id: UUID, attempt: Atte
     )
 
 
-async def due_for_resend(pool: AsyncConnectionPool, older_than_seconds: float, limit: int = 500) -> list[tuple[UUID, str]]:
+async def due_for_resend(
+    pool: AsyncConnectionPool, older_than_seconds: float, limit: int = 500
+) -> list[tuple[UUID, str]]:
     """Jobs whose message may be lost: queued too long, or running with an expired lease.
 
     Marks them as sent now (so the next sweep skips them) and returns (id, queue)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 
@@ -50,10 +51,8 @@ def _maintenance(_: argparse.Namespace) -> None:
 
     settings = get_settings()
     setup_logging(settings, "maintenance")
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_forever(settings, make_broker(settings, middleware=[])))
-    except KeyboardInterrupt:
-        pass
 
 
 def _simulator(args: argparse.Namespace) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ctypes
 import os
 import signal
@@ -28,10 +29,8 @@ DEV_ADMIN = "admin@switchyard.local"
 
 def _die_with_parent() -> None:
     """Children get SIGTERM if `switchyard dev` itself dies, so nothing is orphaned (Linux)."""
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 async def _dev_key(database_url: str, key_file: Path) -> str:

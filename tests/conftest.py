@@ -24,8 +24,8 @@ from jobs.accounts import create_api_key, create_user
 from jobs.db import migrate
 from jobs.settings import Settings, settings_from
 from scripts.embedded import free_port, start_postgres, start_redis
+from scripts.procs import Process, start_api, start_maintenance, start_worker
 from scripts.simulator import serve_in_thread
-from tests.stack import Process, start_api, start_maintenance, start_worker
 
 
 @dataclass

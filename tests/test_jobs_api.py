@@ -44,7 +44,10 @@ async def test_bulk_priority_goes_to_the_bulk_queue(client: httpx.AsyncClient) -
 
 async def test_validation_errors_name_the_field(client: httpx.AsyncClient) -> None:
     cases = {
-        "input.messages[0]": chat_job() | {"input": {"model": "sim-small", "messages": [{"role": "user", "content": "x", "colour": 1}]}},
+        "input.messages[0]": {
+            "kind": "chat.completion",
+            "input": {"model": "sim-small", "messages": [{"role": "user", "content": "x", "colour": 1}]},
+        },
         "input.max_tokens": chat_job(max_tokens=0),
         "input.messages": {"kind": "chat.completion", "input": {"model": "sim-small", "messages": []}},
         "kind": {"kind": "teleport", "input": {}},

@@ -46,7 +46,7 @@ async def run(job_id: str) -> None:
 #: One actor per queue so pools can be started per queue; the actor's own
 #: limits are generous because jobs enforce their own deadlines.
 ACTORS = {
-    queue: dramatiq.actor(
+    queue: dramatiq.actor(  # type: ignore[call-overload]
         run,
         actor_name=actor_name(queue),
         queue_name=str(queue),

@@ -16,7 +16,6 @@ from workers.providers.base import ChatOutcome, ChatRequest, OnDelta
 from workers.runtime import Runtime
 
 
-
 async def run_chat_completion(
     rt: Runtime, job: store.JobRow, attempts: list[store.AttemptRow]
 ) -> ChatCompletionResult:

@@ -42,13 +42,13 @@ class JobController(Controller):
     """Native job API."""
 
     path = "/v1/jobs"
-    tags = ["jobs"]
+    tags = ("jobs",)
 
     @post(status_code=HTTP_202_ACCEPTED, summary="Submit a job")
     async def create(
         self,
         request: Request[Any, Any, Any],
-        data: CreateJob,  # type: ignore[valid-type]
+        data: CreateJob,
         services: Services,
         principal: Principal,
         idempotency_key: Annotated[str | None, Parameter(header="Idempotency-Key")] = None,
@@ -59,7 +59,9 @@ class JobController(Controller):
         same key with a different body is 409 `idempotency_conflict`.
         """
         if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
-            raise ApiError(400, "invalid_idempotency_key", f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} characters")
+            raise ApiError(
+                400, "invalid_idempotency_key", f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} characters"
+            )
         services.routes.resolve(data.input.model)
         fingerprint = request_fingerprint(msgspec.json.encode(data)) if idempotency_key else None
         outcome = await submit(

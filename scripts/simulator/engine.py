@@ -139,6 +139,8 @@ def now() -> int:
 
 ErrorRenderer = Callable[[str, Decision], Response[Any]]
 STATUS_FAULTS = frozenset({"429", "500", "503", "529", "400", "401", "context"})
+# A 200 body that is deliberately not valid JSON (non-streaming fault=malformed).
+MALFORMED_JSON = b'{"id": "sim-malformed", "object": "truncated", "choices": [{"inde'
 GONE = 499  # nginx's "client closed request"; the response is never actually delivered
 
 
@@ -169,9 +171,6 @@ async def early_fault(
     if fault == "malformed":
         return Response(MALFORMED_JSON, media_type="application/json", status_code=200)
     return None
-
-
-MALFORMED_JSON = b'{"id": "sim-malformed", "object": "truncated", "choices": [{"inde'
 
 
 def stream_limit(plan: ChatPlan) -> list[str]:

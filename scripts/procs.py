@@ -1,4 +1,4 @@
-"""Real processes for tests: embedded servers, the API and worker pools as subprocesses."""
+"""Child processes of tests and benchmarks: the API, worker pools and the maintenance loop."""
 
 from __future__ import annotations
 

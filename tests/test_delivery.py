@@ -1,0 +1,110 @@
+"""At-least-once delivery, exactly-once execution, and the reconciler."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import httpx
+import psycopg
+import redis
+
+from jobs import store
+from jobs.broker import make_broker
+from jobs.db import open_pool
+from jobs.enqueue import send_job
+from jobs.ids import uuid7
+from tests.conftest import Stack, User, wait_for_status
+
+
+async def insert_unsent_job(database_url: str, owner: User, content: str) -> uuid.UUID:
+    """Commit a job row without sending its message: a crash between commit and send."""
+    pool = await open_pool(database_url)
+    try:
+        async with pool.connection() as conn:
+            row, created = await store.insert_job(
+                conn, job_id=uuid7(), owner_id=owner.id, kind="chat.completion", queue="chat",
+                payload={"model": "sim-small", "messages": [{"role": "user", "content": content}]},
+                metadata=None, idempotency_key=None, request_hash=None,
+            )
+        assert created
+        return row.id
+    finally:
+        await pool.close()
+
+
+def event_types(redis_client: redis.Redis, job_id: Any) -> list[str]:
+    import json
+
+    entries = redis_client.xrange(f"sy:{{{job_id}}}:events")
+    return [json.loads(fields[b"e"])["type"] for _, fields in entries]
+
+
+async def test_duplicate_deliveries_run_the_job_once(
+    client: httpx.AsyncClient, stack: Stack, user: User, redis_client: redis.Redis
+) -> None:
+    job_id = await insert_unsent_job(stack.env["DATABASE_URL"], user, "[[sim: ttft_ms=200]] once only")
+    broker = make_broker(stack.settings, middleware=[])
+    try:
+        # Five copies of the message, sent concurrently, as redelivery after a lost ack would.
+        await asyncio.gather(*[asyncio.to_thread(send_job, broker, job_id, "chat") for _ in range(5)])
+    finally:
+        broker.close()
+    done = await wait_for_status(client, str(job_id))
+    assert done["status"] == "succeeded"
+    assert done["claims"] == 1
+    assert len(done["attempts"]) == 1
+    await asyncio.sleep(0.5)  # let any straggling duplicate reach a worker
+    types = event_types(redis_client, job_id)
+    assert types.count("started") == 1 and types.count("succeeded") == 1
+
+
+async def test_reconciler_sends_a_job_whose_message_was_lost(
+    client: httpx.AsyncClient, stack: Stack, user: User
+) -> None:
+    started = time.monotonic()
+    job_id = await insert_unsent_job(stack.env["DATABASE_URL"], user, "lost in transit")
+    done = await wait_for_status(client, str(job_id), timeout=20)
+    assert done["status"] == "succeeded"
+    # Re-sent after SWITCHYARD_RECONCILE_AFTER_SECONDS=2, on a 0.5 s tick.
+    assert time.monotonic() - started >= 1.5
+    assert "re-sent a job whose message looked lost" in stack.maintenance.log()
+
+
+async def test_job_of_a_worker_that_vanished_is_reclaimed_after_its_lease(
+    client: httpx.AsyncClient, stack: Stack, user: User
+) -> None:
+    job_id = await insert_unsent_job(stack.env["DATABASE_URL"], user, "orphaned")
+    # As if a worker claimed it and died: running, lease already expired, message gone.
+    with psycopg.connect(stack.env["DATABASE_URL"], autocommit=True) as conn:
+        conn.execute(
+            """UPDATE jobs SET status = 'running', attempts = 1, worker_id = 'ghost:1',
+                   lease_until = now() - interval '1 second', enqueued_at = now() - interval '1 minute'
+               WHERE id = %s""",
+            (job_id,),
+        )
+    done = await wait_for_status(client, str(job_id), timeout=20)
+    assert done["status"] == "succeeded"
+    assert done["claims"] == 2
+
+
+async def test_a_stale_worker_cannot_overwrite_a_finished_job(stack: Stack, user: User) -> None:
+    job_id = await insert_unsent_job(stack.env["DATABASE_URL"], user, "fenced")
+    pool = await open_pool(stack.env["DATABASE_URL"])
+    try:
+        first = await store.claim(pool, job_id, "w1", lease_seconds=0)
+        assert first is not None
+        await asyncio.sleep(0.01)
+        second = await store.claim(pool, job_id, "w2", lease_seconds=60)  # lease expired: reclaimed
+        assert second is not None and second.attempts == first.attempts + 1
+        async with pool.connection() as conn:
+            assert not await store.finish(conn, job_id, first.attempts, store.Status.SUCCEEDED, result={"x": 1})
+            assert await store.finish(conn, job_id, second.attempts, store.Status.SUCCEEDED, result={"x": 2})
+            assert not await store.finish(conn, job_id, second.attempts, store.Status.FAILED)
+        assert await store.claim(pool, job_id, "w3", lease_seconds=60) is None
+        row = await store.get_job(pool, job_id, None)
+        assert row is not None and row.status == "succeeded" and row.result == {"x": 2}
+    finally:
+        await pool.close()

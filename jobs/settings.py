@@ -39,12 +39,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     max_body_bytes: int = 1_048_576
-    max_messages: int = 256
-    max_output_tokens: int = 32_768
+    #: Total characters of all messages of one request (schema caps each message and their count).
     max_prompt_chars: int = 400_000
 
     # Workers and queueing.
-    worker_processes: int = 1
+    #: Threads per worker process (sizes the worker's connection pool).
     worker_threads: int = 8
     #: Publish a wake-up on enqueue so idle consumers fetch at once (see jobs/broker.py).
     dispatch_wakeup: bool = True

@@ -48,3 +48,11 @@ def test_ruff_is_clean() -> None:
 def test_mypy_strict_on_the_packages() -> None:
     result = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_env_example_documents_every_setting() -> None:
+    from jobs.settings import ENV
+
+    text = (ROOT / ".env.example").read_text()
+    missing = [var for var in ENV.values() if f"{var}=" not in text]
+    assert not missing, f".env.example lacks {missing}"

@@ -166,3 +166,12 @@ async def test_health_readiness_and_openapi(stack: Stack) -> None:
         schema = (await anon.get("/docs/openapi.json")).json()
         assert "/v1/jobs" in schema["paths"]
         assert (await anon.get("/docs")).status_code == 200
+
+
+async def test_prompt_larger_than_the_limit_is_413(client: httpx.AsyncClient) -> None:
+    # 3 messages of 150k characters: each under the per-message cap, together over 400k.
+    body = {"kind": "chat.completion",
+            "input": {"model": "sim-small", "messages": [{"role": "user", "content": "x" * 150_000}] * 3}}
+    resp = await client.post("/v1/jobs", json=body)
+    assert resp.status_code == 413
+    assert resp.json()["code"] == "prompt_too_large"

@@ -62,6 +62,9 @@ class JobController(Controller):
             raise ApiError(
                 400, "invalid_idempotency_key", f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} characters"
             )
+        prompt_chars, limit = sum(len(m.content) for m in data.input.messages), services.settings.max_prompt_chars
+        if prompt_chars > limit:
+            raise ApiError(413, "prompt_too_large", f"messages total {prompt_chars} characters; the limit is {limit}")
         services.routes.resolve(data.input.model)
         fingerprint = request_fingerprint(msgspec.json.encode(data)) if idempotency_key else None
         outcome = await submit(

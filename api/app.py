@@ -18,6 +18,8 @@ from api.errors import problem_handler
 from api.middleware import request_id_middleware
 from api.routes.health import healthz, readyz
 from api.routes.jobs import JobController
+from api.routes.metrics import prometheus_metrics
+from api.routes.models import list_models
 from api.routes.streams import all_events, job_sse, job_stream
 from api.state import Services
 from api.streaming import TimedSubscriber
@@ -58,7 +60,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await redis.aclose()
 
     return Litestar(
-        route_handlers=[healthz, readyz, JobController, job_stream, job_sse, all_events],
+        route_handlers=[healthz, readyz, prometheus_metrics, JobController, list_models, job_stream, job_sse,
+                        all_events],
         dependencies={"services": Provide(provide_services, sync_to_thread=False),
                       "principal": Provide(provide_principal)},
         plugins=[channels],

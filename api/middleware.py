@@ -10,6 +10,8 @@ from typing import Any
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from loguru import logger
 
+from jobs import metrics
+
 _VALID_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 #: Paths polled by orchestrators; logged at DEBUG so they don't drown real traffic.
 _QUIET = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -40,8 +42,14 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
                 await app(scope, receive, send_with_id)
             finally:
                 path: Any = scope.get("path", "")
+                method = scope.get("method", "WS")
+                elapsed = time.perf_counter() - started
                 level = "DEBUG" if path in _QUIET else "INFO"
-                logger.log(level, "{} {} {} {:.1f}ms", scope.get("method", "WS"), path, status,
-                           (time.perf_counter() - started) * 1000)
+                logger.log(level, "{} {} {} {:.1f}ms", method, path, status, elapsed * 1000)
+                # Label by route template, never the raw path: ids would explode the series count.
+                handler = scope.get("route_handler")
+                route = min(handler.paths) if handler is not None else "unmatched"
+                metrics.HTTP_REQUESTS.labels(method=method, route=route, status=str(status)).inc()
+                metrics.HTTP_LATENCY.labels(method=method, route=route).observe(elapsed)
 
     return middleware

@@ -13,11 +13,12 @@ Polling stays as the fallback, so a lost wake-up costs at most one back-off.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import dramatiq
 import redis
-from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.brokers.redis import DEFAULT_MAINTENANCE_CHANCE, MAINTENANCE_SCALE, RedisBroker, _RedisConsumer
 from dramatiq.common import compute_backoff
 from dramatiq.errors import ConnectionClosed
 from dramatiq.middleware import Middleware
@@ -63,6 +64,7 @@ class _WakeupConsumer(_RedisConsumer):
 
     def __init__(self, broker: WakeupRedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
         super().__init__(broker, queue_name, prefetch, timeout)
+        self.last_beat = time.monotonic()
         self.pubsub = broker.client.pubsub(ignore_subscribe_messages=True)
         # Delayed-queue consumers (`<queue>.DQ`) are woken by the clock, not by enqueues.
         self.pubsub.subscribe(wake_channel(broker.namespace, queue_name))
@@ -77,13 +79,19 @@ class _WakeupConsumer(_RedisConsumer):
                     self.message_cache = messages = self.broker.do_fetch(
                         self.queue_name, self.prefetch - self.outstanding_message_count
                     )
+                self.last_beat = time.monotonic()
                 if messages:
                     self.misses = 0
                     continue
                 self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
                 if self.outstanding_message_count >= self.prefetch:
                     # Full: only an ack frees a slot, and acks are handled by our
-                    # caller between calls, so return after a short nap.
+                    # caller between calls, so return after a short nap. Dramatiq
+                    # heartbeats only when it fetches; keep beating while busy, or a
+                    # long job would make this live worker look dead.
+                    if time.monotonic() - self.last_beat > 1.0:
+                        self.broker.do_fetch(self.queue_name, 0)
+                        self.last_beat = time.monotonic()
                     self.pubsub.get_message(timeout=min(backoff_ms, 10) / 1000)
                     return None
                 self._drain_wakeups(backoff_ms / 1000)
@@ -105,8 +113,15 @@ class _WakeupConsumer(_RedisConsumer):
             super().close()
 
 
-def make_broker(settings: Settings, middleware: list[Middleware] | None = None) -> WakeupRedisBroker:
-    """The broker for this deployment's Redis."""
+def make_broker(settings: Settings, middleware: list[Middleware] | None = None, *,
+                maintenance: bool = False) -> WakeupRedisBroker:
+    """The broker for this deployment's Redis.
+
+    With `maintenance`, every broker command also runs Dramatiq's queue
+    maintenance (requeueing dead workers' messages); the maintenance loop uses
+    such a broker so a killed worker's job comes back within seconds instead of
+    whenever a random command happens to trigger it.
+    """
     if not settings.redis_url:
         raise SystemExit("REDIS_URL is not set (run `switchyard dev` to get an embedded Redis)")
     return WakeupRedisBroker(
@@ -115,4 +130,5 @@ def make_broker(settings: Settings, middleware: list[Middleware] | None = None) 
         namespace="switchyard",
         heartbeat_timeout=settings.heartbeat_timeout_ms,
         wakeup=settings.dispatch_wakeup,
+        maintenance_chance=MAINTENANCE_SCALE if maintenance else DEFAULT_MAINTENANCE_CHANCE,
     )

@@ -17,7 +17,7 @@ import msgspec
 from loguru import logger
 from psycopg_pool import AsyncConnectionPool
 
-from jobs import store
+from jobs import metrics, store
 from jobs.broker import actor_name
 from jobs.events import EventLog
 from jobs.ids import uuid7
@@ -56,6 +56,7 @@ async def submit(
     request: JobRequest,
     idempotency_key: str | None = None,
     fingerprint: bytes | None = None,
+    max_attempts: int = 5,
 ) -> Submitted:
     """Create a job and enqueue it; with a known idempotency key, return the original job."""
     queue = queue_for(request)
@@ -70,9 +71,11 @@ async def submit(
             metadata=request.metadata,
             idempotency_key=idempotency_key,
             request_hash=fingerprint,
+            max_attempts=max_attempts,
         )
     if not created:
         return Submitted(row, created=False)
+    metrics.JOBS_SUBMITTED.labels(kind=row.kind, queue=queue).inc()
     try:
         # `queued` is published before the send so it is always seq 1, ahead of `started`.
         await events.publish(row.id, owner_id, EventType.QUEUED, {"queue": queue})

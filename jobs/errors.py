@@ -5,9 +5,16 @@
     ├── Conflict                    e.g. an idempotency key reused with another body
     ├── InvalidRequest              input that passed schema validation but is unusable
     │   └── UnknownModel            the model is not in the routes file
-    └── ProviderError               a provider call failed (workers/providers)
-        ├── ProviderOverloaded      429/5xx/timeouts: retry this target, then fall back
-        └── ProviderRejected        the provider refused the request: fail fast
+    ├── ProviderError               a provider call failed (workers/providers)
+    │   ├── ProviderOverloaded      429/5xx/timeouts/broken streams: retry this target, then fall back
+    │   ├── TargetUnavailable       skip this target without calling it: fall back at once
+    │   │   ├── CircuitOpen         the target's breaker is open (shared by every worker)
+    │   │   ├── RateLimited         the target's RPM/TPM budget is spent for now
+    │   │   └── ContextTooLong      the prompt does not fit this target's context window
+    │   └── ProviderRejected        the provider refused the request itself: fail fast
+    ├── AllTargetsFailed            every target of the route failed
+    ├── DeadlineExceeded            the job ran out of time
+    └── Quarantined                 the job crashed its worker too many times
 
 Retryability is a property of the type (`retryable`), never parsed from a message.
 """
@@ -63,6 +70,8 @@ class ProviderError(SwitchyardError):
 
     code = "provider_error"
     status = 502
+    #: Whether the next target of the route may be tried.
+    fallback: ClassVar[bool] = False
 
 
 class ProviderOverloaded(ProviderError):
@@ -70,6 +79,62 @@ class ProviderOverloaded(ProviderError):
 
     code = "provider_overloaded"
     retryable = True
+    fallback = True
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds the provider asked us to wait (Retry-After), if it said."""
+        value = self.extra.get("retry_after")
+        return float(value) if value is not None else None
+
+    @property
+    def reason(self) -> str:
+        """Why: rate_limited, server_error, connection, timeout, stream_broken, malformed."""
+        return str(self.extra.get("reason", "unknown"))
+
+
+class TargetUnavailable(ProviderError):
+    """This target cannot take the request now; the next target might."""
+
+    code = "target_unavailable"
+    fallback = True
+
+
+class CircuitOpen(TargetUnavailable):
+    """The target failed repeatedly and is cooling down."""
+
+    code = "circuit_open"
+
+
+class RateLimited(TargetUnavailable):
+    """The target's requests- or tokens-per-minute budget is spent."""
+
+    code = "rate_limited"
+
+
+class ContextTooLong(TargetUnavailable):
+    """The prompt does not fit the target's context window."""
+
+    code = "context_too_long"
+
+
+class AllTargetsFailed(ProviderError):
+    """Every target of the route failed; `extra['last']` holds the last error code."""
+
+    code = "all_targets_failed"
+
+
+class DeadlineExceeded(ProviderError):
+    """The job's deadline passed before a target answered."""
+
+    code = "deadline_exceeded"
+    status = 504
+
+
+class Quarantined(SwitchyardError):
+    """The job was claimed too many times without finishing (it keeps crashing workers)."""
+
+    code = "job_quarantined"
 
 
 class ProviderRejected(ProviderError):

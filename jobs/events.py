@@ -53,6 +53,9 @@ class _Unsequenced(msgspec.Struct, frozen=True, kw_only=True):
     data: dict[str, Any]
 
 
+#: Job ids published here are cancelled on whichever worker runs them (workers/cancel.py).
+CANCEL_CHANNEL = "sy:cancel"
+
 _encoder = msgspec.json.Encoder()
 event_decoder = msgspec.json.Decoder(Event)
 

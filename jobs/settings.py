@@ -45,12 +45,35 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Workers and queueing.
     #: Threads per worker process (sizes the worker's connection pool).
     worker_threads: int = 8
+    #: Port of a worker pool's Prometheus exposition server.
+    worker_metrics_port: int = 9191
+    #: On SIGTERM a worker pool stops fetching and gives in-flight jobs this long to finish.
+    shutdown_grace_seconds: float = 30.0
     #: Publish a wake-up on enqueue so idle consumers fetch at once (see jobs/broker.py).
     dispatch_wakeup: bool = True
-    #: Dramatiq's notion of a dead worker (ms without a heartbeat).
-    heartbeat_timeout_ms: int = 15_000
+    #: Dramatiq's notion of a dead worker (ms without a heartbeat); its messages are then requeued.
+    heartbeat_timeout_ms: int = 10_000
     #: How long a running job may go without renewing its lease before it can be reclaimed.
-    lease_seconds: int = 60
+    lease_seconds: float = 10.0
+    #: A job claimed this many times without finishing is quarantined (it keeps killing workers).
+    max_attempts: int = 5
+    #: Chaos testing only: a worker that claims a job whose payload contains this text exits at once.
+    chaos_crash_marker: str = ""
+
+    # Provider calls.
+    #: Every job must finish within this; retries and fallbacks included.
+    job_deadline_seconds: float = 300.0
+    #: Retries of the same target on transient errors, before falling back.
+    retries_per_target: int = 2
+    #: A Retry-After longer than this is not waited for: fall back instead.
+    max_retry_after_seconds: float = 10.0
+    #: Circuit breaker: this many transient failures within the window open the circuit...
+    circuit_failure_threshold: int = 5
+    circuit_window_seconds: float = 30.0
+    #: ...for this long, then one probe decides.
+    circuit_cooldown_seconds: float = 30.0
+    #: Wait at most this long for a target's RPM/TPM budget, else fall back.
+    rate_limit_max_wait_seconds: float = 2.0
     #: A job still `queued` this long after its last send is sent again.
     reconcile_after_seconds: float = 10.0
     #: How often the maintenance loop runs.

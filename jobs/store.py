@@ -82,6 +82,7 @@ async def insert_job(
     metadata: Any,
     idempotency_key: str | None,
     request_hash: bytes | None,
+    max_attempts: int = 5,
 ) -> tuple[JobRow, bool]:
     """Insert a queued job; with an idempotency key already used, return that job instead.
 
@@ -90,12 +91,14 @@ async def insert_job(
     async with conn.cursor(row_factory=_job_row) as cur:
         await cur.execute(
             f"""
-            INSERT INTO jobs (id, owner_id, kind, queue, payload, metadata, idempotency_key, request_hash)
-            VALUES (%s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s)
+            INSERT INTO jobs (id, owner_id, kind, queue, payload, metadata, idempotency_key, request_hash,
+                              max_attempts)
+            VALUES (%s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s, %s)
             ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
             RETURNING {_COLUMNS}
             """,
-            (job_id, owner_id, kind, queue, _json(payload), _json(metadata), idempotency_key, request_hash),
+            (job_id, owner_id, kind, queue, _json(payload), _json(metadata), idempotency_key, request_hash,
+             max_attempts),
         )
         row = await cur.fetchone()
         if row is not None:
@@ -213,6 +216,35 @@ async def finish(
         (status, _json(result), _json(error), _json(usage), job_id, attempt),
     )
     return cur.rowcount == 1
+
+
+async def cancel(conn: AsyncConnection[Any], job_id: UUID, owner_id: UUID | None) -> JobRow | None:
+    """Cancel a queued or running job; None when it does not exist for this owner or already finished."""
+    async with conn.cursor(row_factory=_job_row) as cur:
+        await cur.execute(
+            f"""
+            UPDATE jobs SET status = 'cancelled', finished_at = now(), lease_until = NULL,
+                            error = '{{"code": "cancelled", "message": "cancelled by request"}}'::jsonb
+            WHERE id = %s AND (%s::uuid IS NULL OR owner_id = %s) AND status IN ('queued', 'running')
+            RETURNING {_COLUMNS}
+            """,
+            (job_id, owner_id, owner_id),
+        )
+        return await cur.fetchone()
+
+
+async def fail_unfinished(pool: AsyncConnectionPool, job_id: UUID, error: Any) -> JobRow | None:
+    """Fail a job that is not finished yet, whoever holds it (delivery gave up on it)."""
+    async with pool.connection() as conn, conn.cursor(row_factory=_job_row) as cur:
+        await cur.execute(
+            f"""
+            UPDATE jobs SET status = 'failed', error = %s::jsonb, finished_at = now(), lease_until = NULL
+            WHERE id = %s AND status IN ('queued', 'running')
+            RETURNING {_COLUMNS}
+            """,
+            (_json(error), job_id),
+        )
+        return await cur.fetchone()
 
 
 async def release(pool: AsyncConnectionPool, job_id: UUID, attempt: int) -> bool:

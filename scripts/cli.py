@@ -40,7 +40,20 @@ def _api(args: argparse.Namespace) -> None:
 
 
 def _worker(args: argparse.Namespace) -> None:
+    import tempfile
+
+    settings = get_settings()
+    # prometheus_client's multiprocess mode must be on before any worker process
+    # imports it; Dramatiq's exposition server serves the merged metrics.
+    prom_dir = tempfile.mkdtemp(prefix="switchyard-prom-")
+    os.environ.update({
+        "PROMETHEUS_MULTIPROC_DIR": prom_dir, "dramatiq_prom_db": prom_dir,
+        "dramatiq_prom_port": str(settings.worker_metrics_port),
+    })
     extra = args.rest or []
+    if "--worker-shutdown-timeout" not in extra:
+        # SIGTERM drains: in-flight jobs get this long to finish before the pool exits.
+        extra = [*extra, "--worker-shutdown-timeout", str(int(settings.shutdown_grace_seconds * 1000))]
     os.execvp(sys.executable, [sys.executable, "-m", "dramatiq", "workers.app", *extra])
 
 
@@ -52,7 +65,7 @@ def _maintenance(_: argparse.Namespace) -> None:
     settings = get_settings()
     setup_logging(settings, "maintenance")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_forever(settings, make_broker(settings, middleware=[])))
+        asyncio.run(run_forever(settings, make_broker(settings, middleware=[], maintenance=True)))
 
 
 def _simulator(args: argparse.Namespace) -> None:
@@ -94,6 +107,10 @@ def _dev(args: argparse.Namespace) -> None:
     run_dev(args)
 
 
+#: Subcommands whose arguments are handed over untouched.
+_PASS_THROUGH = {"worker": _worker, "simulator": _simulator}
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `switchyard` console script."""
     parser = argparse.ArgumentParser(prog="switchyard", description=__doc__,
@@ -133,6 +150,11 @@ def main(argv: list[str] | None = None) -> None:
     key.add_argument("--name", default="cli")
     key.set_defaults(func=lambda a: asyncio.run(_create_key_async(a.email, a.name)))
 
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in _PASS_THROUGH and not {"-h", "--help"} & set(argv[1:2]):
+        # Everything after `worker` / `simulator` belongs to the wrapped program.
+        _PASS_THROUGH[argv[0]](argparse.Namespace(rest=argv[1:]))
+        return
     args = parser.parse_args(argv)
     args.func(args)
 

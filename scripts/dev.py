@@ -138,7 +138,7 @@ def run_dev(args: argparse.Namespace) -> None:
         py = [sys.executable, "-m"]
         procs["simulator"] = _spawn("simulator", [*py, "scripts.simulator", "--port", str(args.simulator_port)], env)
         procs["api"] = _spawn("api", [*py, "scripts.cli", "api", "--port", str(args.port)], env)
-        procs["worker"] = _spawn("worker", [*py, "dramatiq", "workers.app", "--processes", str(args.processes),
+        procs["worker"] = _spawn("worker", [*py, "scripts.cli", "worker", "--processes", str(args.processes),
                                             "--threads", str(args.threads)], env)
         procs["maintenance"] = _spawn("maintenance", [*py, "scripts.cli", "maintenance"], env)
         _wait_ready(f"http://127.0.0.1:{args.port}/readyz", procs)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import httpx
 
+from scripts.embedded import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -86,10 +88,11 @@ def start_api(env: dict[str, str], port: int, log_dir: Path, name: str = "api") 
 
 def start_worker(env: dict[str, str], log_dir: Path, name: str = "worker", processes: int = 1,
                  threads: int = 4, queues: list[str] | None = None) -> Process:
-    args = [sys.executable, "-m", "dramatiq", "workers.app", "--processes", str(processes),
+    args = [sys.executable, "-m", "scripts.cli", "worker", "--processes", str(processes),
             "--threads", str(threads)]
     if queues:
         args += ["--queues", *queues]
+    env = {**env, "SWITCHYARD_WORKER_METRICS_PORT": str(free_port())}
     proc = Process(name, args, env, log_dir)
     wait_log(proc, "Worker process is ready for action")
     return proc

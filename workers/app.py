@@ -1,40 +1,64 @@
-"""The Dramatiq worker entry point: `dramatiq workers.app --queues chat ...`.
+"""The Dramatiq worker entry point: `switchyard worker --queues chat ...` (= `dramatiq workers.app`).
 
 Importing this module configures logging, installs the broker and declares one
 actor per queue, all running `workers.execute.run_job`. Operators scale by
-starting more `dramatiq` processes, per queue, on any number of hosts.
+starting more pools, per queue, on any number of hosts.
 """
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
 import dramatiq
 from dramatiq.asyncio import get_event_loop_thread
+from dramatiq.broker import MessageProxy
 from dramatiq.middleware import AsyncIO, Middleware, default_middleware
+from dramatiq.middleware.prometheus import Prometheus
 
 from jobs.broker import actor_name, make_broker
 from jobs.logging import setup_logging
 from jobs.settings import get_settings
 from jobs.states import Queue
-from workers.execute import run_job
+from workers.execute import fail_exhausted, run_job
 from workers.runtime import get_runtime
 
 settings = get_settings()
 setup_logging(settings, "worker")
 
 
+def _on_loop(coro: Any) -> Any:
+    """Run a coroutine on the worker's event loop thread and wait for it."""
+    loop_thread = get_event_loop_thread()
+    assert loop_thread is not None, "AsyncIO middleware not installed"
+    return loop_thread.run_coroutine(coro)
+
 
 class WarmUp(Middleware):
     """Connect to PostgreSQL and Redis at boot, not on the first job (dispatch latency)."""
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        loop_thread = get_event_loop_thread()
-        if loop_thread is not None:
-            loop_thread.run_coroutine(get_runtime())
+        _on_loop(get_runtime())
 
 
-broker = make_broker(settings, middleware=[m() for m in default_middleware] + [AsyncIO(), WarmUp()])
+class FailDeadLetters(Middleware):
+    """A message Dramatiq gives up on (retries exhausted) fails its job, so a 202 still ends."""
+
+    def after_process_message(self, broker: dramatiq.Broker, message: MessageProxy, *,
+                              result: Any | None = None, exception: BaseException | None = None) -> None:
+        if exception is not None and message.failed and message.args:
+            reason = f"{type(exception).__name__} after {message.options.get('retries', 0)} retries"
+
+            async def fail() -> None:
+                await fail_exhausted(await get_runtime(), UUID(message.args[0]), reason)
+
+            _on_loop(fail())
+
+
+# Retries (in the defaults) must run before FailDeadLetters so `message.failed` is set.
+broker = make_broker(settings, middleware=[
+    *(m() for m in default_middleware), AsyncIO(), WarmUp(), FailDeadLetters(), Prometheus(),
+])
 dramatiq.set_broker(broker)
 
 
@@ -43,8 +67,8 @@ async def run(job_id: str) -> None:
     await run_job(await get_runtime(), UUID(job_id))
 
 
-#: One actor per queue so pools can be started per queue; the actor's own
-#: limits are generous because jobs enforce their own deadlines.
+#: One actor per queue so pools can be started per queue; generous limits
+#: because jobs enforce their own deadline (SWITCHYARD_JOB_DEADLINE_SECONDS).
 ACTORS = {
     queue: dramatiq.actor(  # type: ignore[call-overload]
         run,
@@ -53,7 +77,7 @@ ACTORS = {
         max_retries=5,
         min_backoff=500,
         max_backoff=30_000,
-        time_limit=3_600_000,
+        time_limit=int(settings.job_deadline_seconds * 1000) + 60_000,
     )
     for queue in Queue
 }

@@ -1,26 +1,31 @@
 """Running one job: claim, execute, record, announce.
 
     claim (conditional UPDATE) ─► `started` ─► kind handler (provider calls,
-    `delta` events) ─► result + attempts in ONE transaction ─► terminal event
+    events) ─► result + attempts in ONE transaction ─► terminal event
 
-A duplicate delivery claims nothing and returns. Infrastructure failures
-(database or Redis down) give the job back to the queue and re-raise so
-Dramatiq retries the message with back-off.
+A duplicate delivery claims nothing and returns. A job claimed more than
+`max_attempts` times (it keeps killing its workers) is quarantined: failed
+with `job_quarantined` instead of run again. A cancelled job's task is
+cancelled (workers/cancel.py); the API already recorded and announced it.
+Infrastructure failures (database or Redis down) give the job back to the
+queue and re-raise, so Dramatiq retries the message with back-off.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 import msgspec
 from loguru import logger
 
-from jobs import store
-from jobs.errors import ProviderError, SwitchyardError
+from jobs import metrics, store
+from jobs.errors import ProviderError, Quarantined, SwitchyardError
 from jobs.states import EventType, Kind, Status
 from workers.chat import run_chat_completion
 from workers.runtime import Runtime
@@ -32,35 +37,62 @@ HANDLERS: dict[str, Handler] = {Kind.CHAT_COMPLETION: run_chat_completion}
 
 
 def error_body(exc: SwitchyardError) -> dict[str, Any]:
-    """How a job's failure is stored and shown: a stable code and a message."""
-    return {"code": exc.code, "message": exc.message}
+    """How a job's failure is stored and shown: a stable code, a message, and details."""
+    return {"code": exc.code, "message": exc.message, **{k: v for k, v in exc.extra.items() if v is not None}}
 
 
 async def _keep_lease(rt: Runtime, job: store.JobRow) -> None:
     """Renew the lease while the job runs, so the reconciler never reclaims a live job."""
-    interval = max(1.0, rt.settings.lease_seconds / 3)
+    interval = max(0.5, rt.settings.lease_seconds / 3)
     while True:
         await asyncio.sleep(interval)
         if not await store.renew_lease(rt.pool, job.id, job.attempts, rt.settings.lease_seconds):
             return
 
 
+def _chaos_crash(rt: Runtime, job: store.JobRow) -> None:
+    """Chaos testing: die like an OOM-killed process when the payload carries the marker."""
+    marker = rt.settings.chaos_crash_marker
+    if marker and marker in msgspec.json.encode(job.payload).decode():
+        logger.error("chaos marker found: exiting abruptly")
+        os._exit(137)
+
+
 async def run_job(rt: Runtime, job_id: UUID) -> None:
     """Execute one delivery of `job_id`; a no-op unless this delivery wins the claim."""
     job = await store.claim(rt.pool, job_id, rt.worker_id, rt.settings.lease_seconds)
     if job is None:
-        logger.bind(job_id=str(job_id)).debug("not claimable: duplicate delivery or already finished")
+        logger.bind(job_id=str(job_id)).debug("not claimable: duplicate delivery, cancelled or finished")
         return
     with logger.contextualize(job_id=str(job_id)):
+        if job.attempts == 1:
+            metrics.QUEUE_WAIT.labels(queue=job.queue).observe(
+                (datetime.now(UTC) - job.created_at).total_seconds())
+        if job.attempts > job.max_attempts:
+            exc = Quarantined(f"claimed {job.attempts - 1} times without finishing; it keeps crashing workers",
+                              claims=job.attempts - 1)
+            logger.error("quarantined: {}", exc.message)
+            await _settle(rt, job, Status.FAILED, [], error=error_body(exc))
+            return
+        _chaos_crash(rt, job)
         await rt.events.publish(job.id, job.owner_id, EventType.STARTED,
                                 {"attempt": job.attempts, "worker": rt.worker_id})
         attempts: list[store.AttemptRow] = []
         lease = asyncio.create_task(_keep_lease(rt, job))
+        work = asyncio.ensure_future(HANDLERS[job.kind](rt, job, attempts))
+        rt.cancels.register(job.id, work)
         try:
-            result = await HANDLERS[job.kind](rt, job, attempts)
+            result = await work
         except ProviderError as exc:
             logger.warning("job failed: {}", exc.message)
             await _settle(rt, job, Status.FAILED, attempts, error=error_body(exc))
+            return
+        except asyncio.CancelledError:
+            if not rt.cancels.was_cancelled(job.id):
+                raise  # shutdown, not a cancel request
+            logger.info("job cancelled while running")
+            await _record_attempts(rt, job, attempts)
+            metrics.JOBS.labels(kind=job.kind, status="cancelled").inc()
             return
         except BaseException:
             # Infrastructure trouble or shutdown: hand the job back and let Dramatiq retry.
@@ -68,8 +100,15 @@ async def run_job(rt: Runtime, job_id: UUID) -> None:
                 await store.release(rt.pool, job.id, job.attempts)
             raise
         finally:
+            rt.cancels.unregister(job.id)
             lease.cancel()
         await _settle(rt, job, Status.SUCCEEDED, attempts, result=msgspec.to_builtins(result))
+
+
+async def _record_attempts(rt: Runtime, job: store.JobRow, attempts: list[store.AttemptRow]) -> None:
+    async with rt.pool.connection() as conn, conn.transaction():
+        for attempt in attempts:
+            await store.record_attempt(conn, job.id, attempt)
 
 
 async def _settle(
@@ -91,6 +130,21 @@ async def _settle(
             return
         for attempt in attempts:
             await store.record_attempt(conn, job.id, attempt)
+    metrics.JOBS.labels(kind=job.kind, status=status).inc()
+    if usage:
+        model = str(job.payload.get("model", ""))
+        metrics.TOKENS.labels(model=model, direction="input").inc(usage.get("prompt_tokens", 0))
+        metrics.TOKENS.labels(model=model, direction="output").inc(usage.get("completion_tokens", 0))
     event = EventType.SUCCEEDED if status is Status.SUCCEEDED else EventType.FAILED
     await rt.events.publish(job.id, job.owner_id, event, {"result": result} if result else {"error": error})
     logger.info("job {}", status)
+
+
+async def fail_exhausted(rt: Runtime, job_id: UUID, reason: str) -> None:
+    """Dramatiq gave up on the message (retries exhausted, dead-lettered): fail the job if unfinished."""
+    error = {"code": "delivery_failed", "message": f"the job could not be run: {reason}"}
+    row = await store.fail_unfinished(rt.pool, job_id, error)
+    if row is not None:
+        logger.bind(job_id=str(job_id)).error("job failed after its message was dead-lettered: {}", reason)
+        metrics.JOBS.labels(kind=row.kind, status="failed").inc()
+        await rt.events.publish(row.id, row.owner_id, EventType.FAILED, {"error": error})

@@ -18,8 +18,11 @@ from jobs.db import open_pool
 from jobs.events import EventLog
 from jobs.routes import Routes, load_routes
 from jobs.settings import Settings, get_settings
+from workers.cancel import CancelWatcher
+from workers.circuit import CircuitBreakers
 from workers.providers import build_providers
 from workers.providers.base import Provider
+from workers.ratelimit import RateLimiter
 
 
 @dataclass
@@ -32,10 +35,14 @@ class Runtime:
     events: EventLog
     routes: Routes
     providers: dict[str, Provider]
+    breakers: CircuitBreakers
+    limiter: RateLimiter
+    cancels: CancelWatcher
     worker_id: str
 
     async def close(self) -> None:
         """Release connections."""
+        await self.cancels.stop()
         await self.pool.close()
         await self.redis.aclose()
 
@@ -45,15 +52,23 @@ async def create_runtime(settings: Settings) -> Runtime:
     routes = load_routes(settings)
     pool = await open_pool(settings.database_url, min_size=1, max_size=max(4, settings.worker_threads + 2))
     redis = Redis.from_url(settings.redis_url)
-    return Runtime(
+    runtime = Runtime(
         settings=settings,
         pool=pool,
         redis=redis,
         events=EventLog(redis, settings.events_ttl_seconds),
         routes=routes,
         providers=build_providers(routes),
+        breakers=CircuitBreakers(
+            redis, threshold=settings.circuit_failure_threshold, window_seconds=settings.circuit_window_seconds,
+            cooldown_seconds=settings.circuit_cooldown_seconds,
+        ),
+        limiter=RateLimiter(redis),
+        cancels=CancelWatcher(),
         worker_id=f"{socket.gethostname()}:{os.getpid()}",
     )
+    runtime.cancels.start(redis)
+    return runtime
 
 
 _runtime: Runtime | None = None

@@ -17,7 +17,8 @@ from jobs import store
 from jobs.accounts import Principal
 from jobs.enqueue import request_fingerprint, submit
 from jobs.errors import NotFound
-from jobs.states import Kind, Status
+from jobs.events import CANCEL_CHANNEL
+from jobs.states import EventType, Kind, Status
 
 MAX_IDEMPOTENCY_KEY = 255
 
@@ -70,6 +71,7 @@ class JobController(Controller):
         outcome = await submit(
             services.pool, services.broker, services.events, owner_id=principal.user_id,
             request=data, idempotency_key=idempotency_key, fingerprint=fingerprint,
+            max_attempts=services.settings.max_attempts,
         )
         if not outcome.created and outcome.job.request_hash != fingerprint:
             raise ApiError(409, "idempotency_conflict",
@@ -97,6 +99,23 @@ class JobController(Controller):
         has_more = len(rows) > limit
         return JobList(data=[JobView.of(r) for r in page], has_more=has_more,
                        next_cursor=str(page[-1].id) if has_more else None)
+
+    @post("/{job_id:str}/cancel", status_code=200, summary="Cancel a job")
+    async def cancel(self, job_id: str, services: Services, principal: Principal) -> JobView:
+        """Cancel a queued job (it never runs) or a running one (its stream stops within a second).
+
+        A job that already finished is 409 `job_finished`.
+        """
+        owner = None if principal.is_admin else principal.user_id
+        async with services.pool.connection() as conn:
+            row = await store.cancel(conn, parse_id(job_id), owner)
+        if row is None:
+            current = await load_job(services, principal, job_id)  # 404 if not visible
+            raise ApiError(409, "job_finished", f"job {job_id} already {current.status}",
+                           job_status=current.status)
+        await services.events.publish(row.id, row.owner_id, EventType.CANCELLED, {"error": row.error})
+        await services.redis.publish(CANCEL_CHANNEL, str(row.id))
+        return JobView.of(row)
 
     @get("/{job_id:str}", summary="Get a job")
     async def retrieve(self, job_id: str, services: Services, principal: Principal) -> JobView:

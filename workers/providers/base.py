@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+import httpx
+import httpx2
 import msgspec
 
+from jobs.errors import ProviderError, ProviderOverloaded
 from jobs.kinds import Message, Usage
 
 #: Called with each piece of generated text while a completion streams.
@@ -51,3 +55,21 @@ class Provider(Protocol):
 def estimate_tokens(text: str) -> int:
     """A provider-independent token estimate (~4 characters per token), never zero for text."""
     return max(1, (len(text) + 3) // 4) if text else 0
+
+
+def classify_transport(exc: BaseException) -> ProviderError:
+    """Errors below the SDKs (they leak through on streams): timeouts, broken or garbled streams.
+
+    The SDKs ship their own httpx fork (`httpx2`) and the ollama client uses
+    `httpx`, so both families are handled.
+    """
+    match exc:
+        case httpx.TimeoutException() | httpx2.TimeoutException() | TimeoutError():
+            return ProviderOverloaded(f"timed out: {type(exc).__name__}", reason="timeout")
+        case json.JSONDecodeError() | UnicodeDecodeError():
+            return ProviderOverloaded("malformed response from the provider", reason="malformed")
+        case httpx.RemoteProtocolError() | httpx2.RemoteProtocolError():
+            return ProviderOverloaded("connection closed mid-response", reason="stream_broken")
+        case httpx.TransportError() | httpx2.TransportError() | ConnectionError():
+            return ProviderOverloaded(f"connection failed: {type(exc).__name__}", reason="connection")
+    return ProviderOverloaded(f"unexpected provider failure: {type(exc).__name__}", reason="unknown")

@@ -5,12 +5,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import httpx
 import ollama
 
-from jobs.errors import ProviderError, ProviderOverloaded, ProviderRejected
+from jobs.errors import ContextTooLong, ProviderError, ProviderOverloaded, ProviderRejected
 from jobs.kinds import Usage
-from workers.providers.base import ChatOutcome, ChatRequest, OnDelta
+from workers.providers.base import ChatOutcome, ChatRequest, OnDelta, classify_transport
 
 _FINISH = {"stop": "stop", "length": "length"}
 
@@ -20,11 +19,11 @@ def map_error(exc: Exception) -> ProviderError:
     match exc:
         case ollama.ResponseError() if exc.status_code == 429 or exc.status_code >= 500:
             return ProviderOverloaded(f"server error ({exc.status_code})", reason="server_error")
+        case ollama.ResponseError() if "context" in str(exc.error).lower():
+            return ContextTooLong(f"prompt exceeds the model's context window: {exc.error}")
         case ollama.ResponseError():
             return ProviderRejected(f"request rejected ({exc.status_code}): {exc.error}", status=exc.status_code)
-        case httpx.TimeoutException() | httpx.TransportError() | ConnectionError():
-            return ProviderOverloaded(f"connection failed: {type(exc).__name__}", reason="connection")
-    return ProviderOverloaded(f"unexpected provider failure: {type(exc).__name__}", reason="unknown")
+    return classify_transport(exc)
 
 
 class OllamaProvider:

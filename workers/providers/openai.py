@@ -5,19 +5,22 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import httpx
 import openai
 
-from jobs.errors import ProviderError, ProviderOverloaded, ProviderRejected
+from jobs.errors import ContextTooLong, ProviderError, ProviderOverloaded, ProviderRejected
 from jobs.kinds import Usage
-from workers.providers.base import ChatOutcome, ChatRequest, OnDelta, estimate_tokens
+from workers.providers.base import ChatOutcome, ChatRequest, OnDelta, classify_transport, estimate_tokens
 
 
 def map_error(exc: Exception) -> ProviderError:
     """Translate an SDK or transport exception into our error tree."""
     match exc:
-        case openai.APITimeoutError() | openai.APIConnectionError():
-            return ProviderOverloaded(f"connection failed: {type(exc).__name__}", reason="connection")
+        case openai.APITimeoutError():
+            return ProviderOverloaded("timed out", reason="timeout")
+        case openai.APIConnectionError() if exc.__cause__ is not None:
+            return classify_transport(exc.__cause__)
+        case openai.APIConnectionError():
+            return ProviderOverloaded("connection failed", reason="connection")
         case openai.RateLimitError():
             retry_after = exc.response.headers.get("retry-after")
             return ProviderOverloaded(
@@ -26,11 +29,17 @@ def map_error(exc: Exception) -> ProviderError:
             )
         case openai.APIStatusError() if exc.status_code >= 500:
             return ProviderOverloaded(f"server error ({exc.status_code})", reason="server_error")
+        case openai.BadRequestError() if _is_context_error(exc):
+            return ContextTooLong(f"prompt exceeds the provider's context window: {exc.message}")
         case openai.APIStatusError():
             return ProviderRejected(f"request rejected ({exc.status_code}): {exc.message}", status=exc.status_code)
-        case httpx.TransportError() | openai.APIError():
-            return ProviderOverloaded(f"stream broken: {type(exc).__name__}", reason="stream_broken")
-    return ProviderOverloaded(f"unexpected provider failure: {type(exc).__name__}", reason="unknown")
+        case openai.APIError():
+            return ProviderOverloaded(f"provider error: {exc.message}", reason="stream_broken")
+    return classify_transport(exc)
+
+
+def _is_context_error(exc: openai.BadRequestError) -> bool:
+    return exc.code == "context_length_exceeded" or "context length" in str(exc.message).lower()
 
 
 class OpenAIProvider:

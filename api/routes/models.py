@@ -1,0 +1,56 @@
+"""`GET /v1/models`: the public model names (OpenAI's list format, with prices)."""
+
+from __future__ import annotations
+
+import msgspec
+from litestar import get
+
+from api.state import Services
+
+
+class ModelTarget(msgspec.Struct, frozen=True, kw_only=True):
+    """One target of a model, in fallback order."""
+
+    provider: str
+    model: str
+    input_price: int
+    output_price: int
+    context_window: int
+    max_output: int
+
+
+class ModelView(msgspec.Struct, frozen=True, kw_only=True):
+    """A model clients can ask for."""
+
+    id: str
+    object: str = "model"
+    owned_by: str = "switchyard"
+    description: str = ""
+    #: Credits per million tokens of the first target (what a job is reserved at).
+    input_price: int = 0
+    output_price: int = 0
+    context_window: int = 0
+    targets: list[ModelTarget] = []
+
+
+class ModelList(msgspec.Struct, frozen=True, kw_only=True):
+    """All routed models."""
+
+    data: list[ModelView]
+    object: str = "list"
+
+
+@get("/v1/models", tags=["models"], summary="List models")
+async def list_models(services: Services) -> ModelList:
+    """Every public model of the routes file whose providers are configured."""
+    views = []
+    for name, route in sorted(services.routes.models.items()):
+        first = route.targets[0]
+        views.append(ModelView(
+            id=name, description=route.description, input_price=first.input_price,
+            output_price=first.output_price, context_window=first.context_window,
+            targets=[ModelTarget(provider=t.provider, model=t.model, input_price=t.input_price,
+                                 output_price=t.output_price, context_window=t.context_window,
+                                 max_output=t.max_output) for t in route.targets],
+        ))
+    return ModelList(data=views)

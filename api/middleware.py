@@ -47,8 +47,7 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
                 level = "DEBUG" if path in _QUIET else "INFO"
                 logger.log(level, "{} {} {} {:.1f}ms", method, path, status, elapsed * 1000)
                 # Label by route template, never the raw path: ids would explode the series count.
-                handler = scope.get("route_handler")
-                route = min(handler.paths) if handler is not None else "unmatched"
+                route = scope.get("path_template") or "unmatched"
                 metrics.HTTP_REQUESTS.labels(method=method, route=route, status=str(status)).inc()
                 metrics.HTTP_LATENCY.labels(method=method, route=route).observe(elapsed)
 

@@ -78,6 +78,8 @@ class JobView(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     queue: str
     created_at: datetime
     input: dict[str, Any]
+    #: Deliveries that claimed the job (1 unless it was retried or reclaimed).
+    claims: int
     object: str = "job"
     metadata: dict[str, Any] | None = None
     started_at: datetime | None = None
@@ -85,8 +87,6 @@ class JobView(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     usage: dict[str, Any] | None = None
-    #: Deliveries that claimed the job (1 unless it was retried or reclaimed).
-    claims: int = 0
     #: Provider calls, only on `GET /v1/jobs/{id}`.
     attempts: list[AttemptView] | None = None
 

@@ -21,6 +21,7 @@ class Process:
 
     def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
         self.name = name
+        self.env = env
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
@@ -43,9 +44,13 @@ class Process:
             self.proc.wait(10)
 
     def stop(self, grace: float = 15) -> None:
-        """SIGTERM, then SIGKILL after `grace` seconds."""
+        """SIGTERM to the process (as an orchestrator does), then SIGKILL to its group after `grace` seconds.
+
+        Only the leader is signalled: a Dramatiq pool forwards the signal to its
+        workers itself, and a second SIGTERM makes them exit without draining.
+        """
         if self.alive():
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(grace)
             except subprocess.TimeoutExpired:

@@ -27,6 +27,9 @@ from scripts.embedded import free_port, start_postgres, start_redis
 from scripts.procs import Process, start_api, start_maintenance, start_worker
 from scripts.simulator import serve_in_thread
 
+#: A job whose prompt contains this makes the worker that claims it exit at once.
+CRASH_MARKER = "[[chaos:crash-worker]]"
+
 
 @dataclass
 class Stack:
@@ -78,6 +81,11 @@ def stack_env(servers: dict[str, str], simulator_url: str) -> dict[str, str]:
         "SWITCHYARD_RECONCILE_AFTER_SECONDS": "2",
         "SWITCHYARD_MAINTENANCE_INTERVAL_SECONDS": "0.5",
         "SWITCHYARD_STREAM_IDLE_POLL_SECONDS": "0.5",
+        "SWITCHYARD_ROUTES": str(Path(__file__).parent / "routes.toml"),
+        "SWITCHYARD_RETRIES_PER_TARGET": "1",
+        "SWITCHYARD_MAX_ATTEMPTS": "2",
+        "SWITCHYARD_CIRCUIT_COOLDOWN_SECONDS": "2",
+        "SWITCHYARD_CHAOS_CRASH_MARKER": CRASH_MARKER,
         "LOG_LEVEL": "DEBUG",
     })
     return env

@@ -25,7 +25,7 @@ async def test_submitted_job_runs_to_success_with_usage_and_attempt(client: http
     assert done["usage"]["completion_tokens"] == 12
     assert done["usage"]["prompt_tokens"] == 6  # words in the prompt, as the simulator counts
     assert [a["outcome"] for a in done["attempts"]] == ["ok"]
-    assert done["attempts"][0]["provider"] == "simulator"
+    assert done["attempts"][0]["provider"] == "sim"
     assert done["claims"] == 1
 
 

@@ -77,6 +77,9 @@ async def run_job(rt: Runtime, job_id: UUID) -> None:
         _chaos_crash(rt, job)
         await rt.events.publish(job.id, job.owner_id, EventType.STARTED,
                                 {"attempt": job.attempts, "worker": rt.worker_id})
+        if job.attempts > 1 and job.payload.get("stream"):
+            # A previous claim may have streamed part of an answer before its worker died.
+            await rt.events.publish(job.id, job.owner_id, EventType.RESET, {"reason": "reclaimed"})
         attempts: list[store.AttemptRow] = []
         lease = asyncio.create_task(_keep_lease(rt, job))
         work = asyncio.ensure_future(HANDLERS[job.kind](rt, job, attempts))

@@ -76,3 +76,69 @@ CREATE TABLE IF NOT EXISTS job_attempts (
     usage          jsonb
 );
 CREATE INDEX IF NOT EXISTS job_attempts_job ON job_attempts (job_id, id);
+
+-- ---------------------------------------------------------------------------
+-- Accounts, auth, credits, billing.
+
+ALTER TABLE users ADD COLUMN IF NOT EXISTS tier text NOT NULL DEFAULT 'free';
+ALTER TABLE users ADD COLUMN IF NOT EXISTS disabled_at timestamptz;
+
+-- Rotating refresh tokens: one family per login; reuse of a spent token revokes the family.
+CREATE TABLE IF NOT EXISTS refresh_tokens (
+    id          uuid PRIMARY KEY,
+    user_id     uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    family_id   uuid NOT NULL,
+    token_hash  bytea NOT NULL UNIQUE,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    expires_at  timestamptz NOT NULL,
+    used_at     timestamptz,
+    revoked_at  timestamptz
+);
+CREATE INDEX IF NOT EXISTS refresh_tokens_family ON refresh_tokens (family_id);
+
+-- Available credits and credits held by running jobs. The CHECKs are the last
+-- line of defence: the conditional UPDATEs in jobs/credits.py never get there.
+CREATE TABLE IF NOT EXISTS credit_accounts (
+    user_id    uuid PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+    balance    bigint NOT NULL DEFAULT 0 CHECK (balance >= 0),
+    reserved   bigint NOT NULL DEFAULT 0 CHECK (reserved >= 0),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Append-only ledger. `amount` is a magnitude; `kind` says how it moved:
+--   grant, topup, refund: balance += amount
+--   reserve:              balance -= amount, reserved += amount
+--   release:              reserved -= amount, balance += amount
+--   settle:               reserved -= amount (spent)
+-- One row per (job, kind) and per (payment reference, kind): retries and
+-- redeliveries can never charge or credit twice.
+CREATE TABLE IF NOT EXISTS credit_ledger (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_id       uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    kind          text NOT NULL CHECK (kind IN ('grant', 'topup', 'reserve', 'settle', 'release', 'refund')),
+    amount        bigint NOT NULL CHECK (amount >= 0),
+    balance_after bigint NOT NULL,
+    job_id        uuid REFERENCES jobs (id) ON DELETE SET NULL,
+    reference     text,
+    model         text,
+    note          text,
+    created_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX IF NOT EXISTS credit_ledger_job_kind ON credit_ledger (job_id, kind) WHERE job_id IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS credit_ledger_reference ON credit_ledger (reference, kind) WHERE reference IS NOT NULL;
+CREATE INDEX IF NOT EXISTS credit_ledger_user ON credit_ledger (user_id, id DESC);
+
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS reserved_credits bigint NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS charged_credits bigint;
+
+CREATE TABLE IF NOT EXISTS audit_log (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at         timestamptz NOT NULL DEFAULT now(),
+    actor_id   uuid,
+    action     text NOT NULL,
+    target     text,
+    ip         text,
+    details    jsonb
+);
+CREATE INDEX IF NOT EXISTS audit_log_actor ON audit_log (actor_id, id DESC);
+CREATE INDEX IF NOT EXISTS audit_log_action ON audit_log (action, id DESC);

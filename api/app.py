@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from api.auth import provide_principal, provide_services
 from api.errors import problem_handler
 from api.middleware import request_id_middleware
+from api.routes import admin, auth, billing, credits, keys
 from api.routes.health import healthz, readyz
 from api.routes.jobs import JobController
 from api.routes.metrics import prometheus_metrics
@@ -26,7 +27,9 @@ from api.streaming import TimedSubscriber
 from jobs.broker import make_broker
 from jobs.db import open_pool
 from jobs.events import EventLog
+from jobs.inflight import InFlight
 from jobs.logging import setup_logging
+from jobs.ratelimit import RateLimiter
 from jobs.routes import load_routes
 from jobs.settings import Settings, get_settings
 
@@ -51,6 +54,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.services = Services(
             settings=settings, pool=pool, redis=redis, broker=broker,
             events=EventLog(redis, settings.events_ttl_seconds), routes=routes,
+            limiter=RateLimiter(redis), inflight=InFlight(redis, settings.job_expiry_seconds),
         )
         try:
             yield
@@ -61,7 +65,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     return Litestar(
         route_handlers=[healthz, readyz, prometheus_metrics, JobController, list_models, job_stream, job_sse,
-                        all_events],
+                        all_events, *auth.ROUTES, *keys.ROUTES, *credits.ROUTES, *billing.ROUTES, *admin.ROUTES],
         dependencies={"services": Provide(provide_services, sync_to_thread=False),
                       "principal": Provide(provide_principal)},
         plugins=[channels],

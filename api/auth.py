@@ -13,6 +13,7 @@ from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.exceptions import NotAuthorizedException
 
+from api.limits import spend_request
 from api.state import Services
 from jobs.accounts import KEY_PREFIX, Principal, principal_for_key
 
@@ -45,6 +46,7 @@ async def authenticate(connection: ASGIConnection[Any, Any, Any, Any], services:
             principal = await principal_for_key(conn, token)
     if principal is None:
         raise NotAuthorizedException("invalid or revoked API key")
+    await spend_request(connection, services, principal)
     return principal
 
 

@@ -34,7 +34,10 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                extra = [(b"x-request-id", request_id.encode())]
+                extra += [(k.lower().encode(), v.encode())
+                          for k, v in scope["state"].get("response_headers", {}).items()]
+                message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
         with logger.contextualize(request_id=request_id):

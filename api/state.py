@@ -9,6 +9,8 @@ from redis.asyncio import Redis
 
 from jobs.broker import WakeupRedisBroker
 from jobs.events import EventLog
+from jobs.inflight import InFlight
+from jobs.ratelimit import RateLimiter
 from jobs.routes import Routes
 from jobs.settings import Settings
 
@@ -23,3 +25,5 @@ class Services:
     broker: WakeupRedisBroker
     events: EventLog
     routes: Routes
+    limiter: RateLimiter
+    inflight: InFlight

@@ -23,6 +23,7 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
     email: str
     role: str
     key_id: UUID | None = None
+    tier: str = "free"
 
     @property
     def is_admin(self) -> bool:
@@ -72,17 +73,17 @@ async def principal_for_key(conn: AsyncConnection[Any], secret: str) -> Principa
     """The caller behind a secret key, if the key exists and is not revoked."""
     cur = await conn.execute(
         """
-        SELECT u.id, u.email, u.role, k.id, k.last_used_at < now() - interval '1 minute'
+        SELECT u.id, u.email, u.role, u.tier, k.id, k.last_used_at < now() - interval '1 minute'
         FROM api_keys k JOIN users u ON u.id = k.user_id
-        WHERE k.key_hash = %s AND k.revoked_at IS NULL
+        WHERE k.key_hash = %s AND k.revoked_at IS NULL AND u.disabled_at IS NULL
         """,
         (hash_key(secret),),
     )
     row = await cur.fetchone()
     if row is None:
         return None
-    user_id, email, role, key_id, stale = row
+    user_id, email, role, tier, key_id, stale = row
     if stale is None or stale:
         # `last_used_at` is minute-grained: a hot key costs one write a minute, not one per request.
         await conn.execute("UPDATE api_keys SET last_used_at = now() WHERE id = %s", (key_id,))
-    return Principal(user_id=user_id, email=email, role=role, key_id=key_id)
+    return Principal(user_id=user_id, email=email, role=role, key_id=key_id, tier=tier)

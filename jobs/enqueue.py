@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 import anyio.to_thread
 import dramatiq
-import msgspec
 from loguru import logger
 from psycopg_pool import AsyncConnectionPool
 
-from jobs import metrics, store
+from jobs import credits, metrics, store
 from jobs.broker import actor_name
 from jobs.events import EventLog
 from jobs.ids import uuid7
-from jobs.kinds import JobRequest, queue_for
 from jobs.states import EventType
 
 
@@ -53,26 +52,39 @@ async def submit(
     events: EventLog,
     *,
     owner_id: UUID,
-    request: JobRequest,
+    kind: str,
+    queue: str,
+    payload: Any,
+    metadata: Any = None,
     idempotency_key: str | None = None,
     fingerprint: bytes | None = None,
     max_attempts: int = 5,
+    reserve: int = 0,
+    model: str | None = None,
 ) -> Submitted:
-    """Create a job and enqueue it; with a known idempotency key, return the original job."""
-    queue = queue_for(request)
-    async with pool.connection() as conn:
+    """Create a job (reserving `reserve` credits in the same transaction) and enqueue it.
+
+    With a known idempotency key, returns the original job and reserves nothing.
+
+    Raises:
+        InsufficientCredits: the balance cannot cover `reserve`; nothing was written.
+    """
+    async with pool.connection() as conn, conn.transaction():
         row, created = await store.insert_job(
             conn,
             job_id=uuid7(),
             owner_id=owner_id,
-            kind=request.__struct_config__.tag,  # type: ignore[arg-type]
+            kind=kind,
             queue=queue,
-            payload=msgspec.to_builtins(request.input),
-            metadata=request.metadata,
+            payload=payload,
+            metadata=metadata,
             idempotency_key=idempotency_key,
             request_hash=fingerprint,
             max_attempts=max_attempts,
         )
+        if created and reserve > 0:
+            await credits.reserve(conn, owner_id, row.id, reserve, model or kind)
+            row.reserved_credits = reserve
     if not created:
         return Submitted(row, created=False)
     metrics.JOBS_SUBMITTED.labels(kind=row.kind, queue=queue).inc()

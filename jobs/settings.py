@@ -79,6 +79,36 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: How often the maintenance loop runs.
     maintenance_interval_seconds: float = 2.0
 
+    # Accounts and auth.
+    #: HMAC key of access tokens (JWT HS256). Set it in production; the default is for development only.
+    jwt_secret: str = "dev-only-insecure-jwt-secret-change-me"
+    access_token_ttl_seconds: int = 900
+    refresh_token_ttl_seconds: int = 30 * 86_400
+    #: Failed logins before an account / an IP address is locked out for `login_lockout_seconds`.
+    login_max_failures_per_account: int = 5
+    login_max_failures_per_ip: int = 20
+    login_lockout_seconds: int = 900
+    #: Requests per minute per API key (or token), by user tier.
+    rate_limit_rpm_free: int = 120
+    rate_limit_rpm_pro: int = 1200
+    #: Jobs a user may have queued or running at once, by tier.
+    max_concurrent_jobs_free: int = 20
+    max_concurrent_jobs_pro: int = 200
+
+    # Credits and billing.
+    #: Credits every new user starts with (a free tier to try the platform at once).
+    signup_grant_credits: int = 50_000
+    #: Credits the `switchyard dev` admin starts with.
+    dev_admin_credits: int = 1_000_000_000
+    #: Credits per smallest currency unit paid (cent, paisa) when a payment does not say.
+    credits_per_currency_unit: int = 100
+    stripe_webhook_secret: str = ""
+    razorpay_webhook_secret: str = ""
+    #: Stripe signatures older than this are rejected (replay protection).
+    stripe_tolerance_seconds: int = 300
+    #: Jobs still queued or running this long after submission are expired and their credits released.
+    job_expiry_seconds: int = 86_400
+
     # Events.
     events_ttl_seconds: int = 86_400
     #: Subscribers poll the replay stream after this long without a live event.
@@ -98,6 +128,8 @@ ENV: dict[str, str] = {
     "log_format": "LOG_FORMAT",
     "log_level": "LOG_LEVEL",
     "routes_path": "SWITCHYARD_ROUTES",
+    "stripe_webhook_secret": "STRIPE_WEBHOOK_SECRET",
+    "razorpay_webhook_secret": "RAZORPAY_WEBHOOK_SECRET",
 }
 for _name in Settings.__struct_fields__:
     ENV.setdefault(_name, "SWITCHYARD_" + _name.upper())

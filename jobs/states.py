@@ -44,6 +44,10 @@ class Kind(StrEnum):
     CHAT_COMPLETION = "chat.completion"
     EMBEDDING = "embedding"
     FILE_PROCESS = "file.process"
+    #: Credits from a verified payment webhook (idempotent by payment id).
+    BILLING_TOPUP = "billing.topup"
+    #: Credits granted by an admin.
+    BILLING_GRANT = "billing.grant"
 
 
 class EventType(StrEnum):

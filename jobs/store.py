@@ -44,6 +44,8 @@ class JobRow(msgspec.Struct, kw_only=True):
     enqueued_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    reserved_credits: int = 0
+    charged_credits: int | None = None
 
 
 class AttemptRow(msgspec.Struct, kw_only=True):
@@ -233,9 +235,9 @@ async def cancel(conn: AsyncConnection[Any], job_id: UUID, owner_id: UUID | None
         return await cur.fetchone()
 
 
-async def fail_unfinished(pool: AsyncConnectionPool, job_id: UUID, error: Any) -> JobRow | None:
+async def fail_unfinished(conn: AsyncConnection[Any], job_id: UUID, error: Any) -> JobRow | None:
     """Fail a job that is not finished yet, whoever holds it (delivery gave up on it)."""
-    async with pool.connection() as conn, conn.cursor(row_factory=_job_row) as cur:
+    async with conn.cursor(row_factory=_job_row) as cur:
         await cur.execute(
             f"""
             UPDATE jobs SET status = 'failed', error = %s::jsonb, finished_at = now(), lease_until = NULL

@@ -38,9 +38,14 @@ async def _dev_key(database_url: str, key_file: Path) -> str:
     import psycopg
 
     from jobs.accounts import create_api_key, create_user, find_user, principal_for_key
+    from jobs.credits import credit
 
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        user_id = await find_user(conn, DEV_ADMIN) or await create_user(conn, DEV_ADMIN, "admin")
+        user_id = await find_user(conn, DEV_ADMIN)
+        if user_id is None:
+            user_id = await create_user(conn, DEV_ADMIN, "admin")
+            await credit(conn, user_id, "grant", get_settings().dev_admin_credits, reference=f"dev-admin:{user_id}",
+                         note="dev stack admin")
         if key_file.exists():
             secret = key_file.read_text().strip()
             if await principal_for_key(conn, secret):

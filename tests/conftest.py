@@ -21,6 +21,7 @@ import pytest
 import redis
 
 from jobs.accounts import create_api_key, create_user
+from jobs.credits import credit as grant_credits
 from jobs.db import migrate
 from jobs.settings import Settings, settings_from
 from scripts.embedded import free_port, start_postgres, start_redis
@@ -113,7 +114,7 @@ def _clean_db(request: pytest.FixtureRequest) -> None:
         return
     url = request.getfixturevalue("servers")["DATABASE_URL"]
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("TRUNCATE users, api_keys, jobs, job_attempts CASCADE")
+        conn.execute("TRUNCATE users, api_keys, jobs, job_attempts, audit_log CASCADE")
 
 
 @dataclass
@@ -125,12 +126,14 @@ class User:
     key: str
 
 
-async def make_user(database_url: str, role: str = "user") -> User:
-    """Create a user and a key directly in the database."""
+async def make_user(database_url: str, role: str = "user", credits: int = 10_000_000) -> User:
+    """Create a user with `credits` and an API key, directly in the database."""
     email = f"{uuid.uuid4().hex[:10]}@test.local"
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
         user_id = await create_user(conn, email, role)
         _, key = await create_api_key(conn, user_id, "test")
+        if credits:
+            await grant_credits(conn, user_id, "grant", credits, reference=f"test:{user_id}")
     return User(id=user_id, email=email, key=key)
 
 

@@ -24,16 +24,17 @@ from uuid import UUID
 import msgspec
 from loguru import logger
 
-from jobs import metrics, store
+from jobs import credits, metrics, store
 from jobs.errors import ProviderError, Quarantined, SwitchyardError
 from jobs.states import EventType, Kind, Status
+from workers.billing import BILLING_HANDLERS
 from workers.chat import run_chat_completion
 from workers.runtime import Runtime
 
 Handler = Callable[[Runtime, store.JobRow, list[store.AttemptRow]], Awaitable[msgspec.Struct]]
 
 #: The handler of each job kind.
-HANDLERS: dict[str, Handler] = {Kind.CHAT_COMPLETION: run_chat_completion}
+HANDLERS: dict[str, Handler] = {Kind.CHAT_COMPLETION: run_chat_completion, **BILLING_HANDLERS}
 
 
 def error_body(exc: SwitchyardError) -> dict[str, Any]:
@@ -123,7 +124,7 @@ async def _settle(
     result: dict[str, Any] | None = None,
     error: dict[str, Any] | None = None,
 ) -> None:
-    """Store the outcome and the attempt log in one transaction, then announce it."""
+    """Store the outcome, the attempt log and the credit settlement in one transaction, then announce it."""
     usage = result.get("usage") if result else None
     async with rt.pool.connection() as conn, conn.transaction():
         finished = await store.finish(conn, job.id, job.attempts, status, result=result, error=error, usage=usage)
@@ -133,6 +134,9 @@ async def _settle(
             return
         for attempt in attempts:
             await store.record_attempt(conn, job.id, attempt)
+        charge = _charge(rt, job, result) if status is Status.SUCCEEDED else 0
+        await credits.settle(conn, job.owner_id, job.id, job.reserved_credits, charge,
+                             str(job.payload.get("model") or job.kind))
     metrics.JOBS.labels(kind=job.kind, status=status).inc()
     if usage:
         model = str(job.payload.get("model", ""))
@@ -143,10 +147,27 @@ async def _settle(
     logger.info("job {}", status)
 
 
+def _charge(rt: Runtime, job: store.JobRow, result: dict[str, Any] | None) -> int:
+    """What a succeeded job costs: its usage at the prices of the target that served it."""
+    if not result or "usage" not in result or job.reserved_credits == 0:
+        return 0
+    route = rt.routes.models.get(str(result.get("model")))
+    target = next((t for t in route.targets if t.provider == result.get("provider")
+                   and t.model == result.get("provider_model")), None) if route else None
+    if target is None:
+        # The route changed under a running job: charge the whole reservation, the agreed ceiling.
+        return job.reserved_credits
+    return credits.actual(result["usage"], target)
+
+
 async def fail_exhausted(rt: Runtime, job_id: UUID, reason: str) -> None:
     """Dramatiq gave up on the message (retries exhausted, dead-lettered): fail the job if unfinished."""
     error = {"code": "delivery_failed", "message": f"the job could not be run: {reason}"}
-    row = await store.fail_unfinished(rt.pool, job_id, error)
+    async with rt.pool.connection() as conn, conn.transaction():
+        row = await store.fail_unfinished(conn, job_id, error)
+        if row is not None:
+            await credits.release_all(conn, row.owner_id, row.id, row.reserved_credits,
+                                      str(row.payload.get("model") or row.kind))
     if row is not None:
         logger.bind(job_id=str(job_id)).error("job failed after its message was dead-lettered: {}", reason)
         metrics.JOBS.labels(kind=row.kind, status="failed").inc()

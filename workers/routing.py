@@ -34,12 +34,12 @@ from jobs.errors import (
     RateLimited,
 )
 from jobs.kinds import ChatCompletionInput
+from jobs.ratelimit import RateLimiter
 from jobs.routes import Target
 from jobs.states import EventType
 from workers.chat_call import call_target
 from workers.circuit import CircuitBreakers
 from workers.providers.base import ChatOutcome, estimate_tokens
-from workers.ratelimit import RateLimiter
 from workers.runtime import Runtime
 
 Publish = Callable[[EventType, dict[str, Any]], Awaitable[None]]
@@ -134,7 +134,7 @@ class RouteRun:
     async def _spend_budget(self, target: Target, name: str) -> None:
         tokens = self.prompt_tokens + min(self.spec.max_tokens, target.max_output)
         while True:
-            wait = await self.limiter.try_spend(name, rpm=target.rpm, tpm=target.tpm, tokens=tokens)
+            wait = (await self.limiter.spend(name, rpm=target.rpm, tpm=target.tpm, tokens=tokens)).wait
             if wait == 0:
                 return
             if wait > min(self.settings.rate_limit_max_wait_seconds, self.remaining()):

@@ -16,13 +16,13 @@ from redis.asyncio import Redis
 
 from jobs.db import open_pool
 from jobs.events import EventLog
+from jobs.ratelimit import RateLimiter
 from jobs.routes import Routes, load_routes
 from jobs.settings import Settings, get_settings
 from workers.cancel import CancelWatcher
 from workers.circuit import CircuitBreakers
 from workers.providers import build_providers
 from workers.providers.base import Provider
-from workers.ratelimit import RateLimiter
 
 
 @dataclass

@@ -13,11 +13,12 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 from api.errors import ApiError
 from api.schemas import CreateJob, JobList, JobView
 from api.state import Services
-from jobs import store
+from jobs import credits, store
 from jobs.accounts import Principal
 from jobs.enqueue import request_fingerprint, submit
 from jobs.errors import NotFound
 from jobs.events import CANCEL_CHANNEL
+from jobs.kinds import queue_for
 from jobs.states import EventType, Kind, Status
 
 MAX_IDEMPOTENCY_KEY = 255
@@ -66,12 +67,14 @@ class JobController(Controller):
         prompt_chars, limit = sum(len(m.content) for m in data.input.messages), services.settings.max_prompt_chars
         if prompt_chars > limit:
             raise ApiError(413, "prompt_too_large", f"messages total {prompt_chars} characters; the limit is {limit}")
-        services.routes.resolve(data.input.model)
+        route = services.routes.resolve(data.input.model)
         fingerprint = request_fingerprint(msgspec.json.encode(data)) if idempotency_key else None
         outcome = await submit(
             services.pool, services.broker, services.events, owner_id=principal.user_id,
-            request=data, idempotency_key=idempotency_key, fingerprint=fingerprint,
+            kind=Kind.CHAT_COMPLETION, queue=queue_for(data), payload=msgspec.to_builtins(data.input),
+            metadata=data.metadata, idempotency_key=idempotency_key, fingerprint=fingerprint,
             max_attempts=services.settings.max_attempts,
+            reserve=credits.worst_case(data.input, route), model=data.input.model,
         )
         if not outcome.created and outcome.job.request_hash != fingerprint:
             raise ApiError(409, "idempotency_conflict",
@@ -107,8 +110,11 @@ class JobController(Controller):
         A job that already finished is 409 `job_finished`.
         """
         owner = None if principal.is_admin else principal.user_id
-        async with services.pool.connection() as conn:
+        async with services.pool.connection() as conn, conn.transaction():
             row = await store.cancel(conn, parse_id(job_id), owner)
+            if row is not None:
+                await credits.release_all(conn, row.owner_id, row.id, row.reserved_credits,
+                                          str(row.payload.get("model") or row.kind))
         if row is None:
             current = await load_job(services, principal, job_id)  # 404 if not visible
             raise ApiError(409, "job_finished", f"job {job_id} already {current.status}",

@@ -1,8 +1,11 @@
-"""Authentication: `Authorization: Bearer sk-…` API keys.
+"""Authentication: `Authorization: Bearer …` with an API key (`sk-sy-…`) or a JWT access token.
 
+Both are checked against the database on every request — a revoked key or a
+disabled user is refused at once by every API process; nothing is cached.
 Browsers cannot set headers on WebSocket or EventSource requests, so the
-streaming routes also accept the key as `?access_token=` (never logged: the
-request log line carries the path only).
+streaming routes also accept the credential as `?access_token=` (never logged:
+the request log line carries the path only). Every authenticated request then
+spends from the caller's rate limit.
 """
 
 from __future__ import annotations
@@ -13,15 +16,41 @@ from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.exceptions import NotAuthorizedException
 
+from api.errors import ApiError
 from api.limits import spend_request
 from api.state import Services
-from jobs.accounts import KEY_PREFIX, Principal, principal_for_key
+from jobs.accounts import KEY_PREFIX, Principal, principal_for_key, principal_for_user
+from jobs.tokens import InvalidToken, decode_access_token
+
+
+# `extra` is a dict on both sides; only litestar annotates it more loosely.
+class Unauthenticated(ApiError, NotAuthorizedException):  # type: ignore[misc]
+    """401 with a stable code; a NotAuthorizedException too, so WebSocket routes refuse it like any 401."""
+
+    def __init__(self, code: str, message: str) -> None:
+        ApiError.__init__(self, 401, code, message)
 
 
 def provide_services(state: State) -> Services:
     """The process's shared clients."""
     services: Services = state.services
     return services
+
+
+def client_ip(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """The peer address of the connection (the ASGI scope's client; no forwarding headers are trusted)."""
+    return connection.client.host if connection.client else "unknown"
+
+
+def add_response_header(connection: ASGIConnection[Any, Any, Any, Any], name: str, value: str) -> None:
+    """A header for the response, whatever its status (the request-id middleware adds it)."""
+    state = connection.scope.setdefault("state", {})
+    state.setdefault("response_headers", {})[name] = value
+
+
+def _refuse(connection: ASGIConnection[Any, Any, Any, Any], code: str, message: str) -> Unauthenticated:
+    add_response_header(connection, "WWW-Authenticate", 'Bearer error="invalid_token"')
+    return Unauthenticated(code, message)
 
 
 def _bearer(connection: ASGIConnection[Any, Any, Any, Any], allow_query: bool) -> str | None:
@@ -34,18 +63,31 @@ def _bearer(connection: ASGIConnection[Any, Any, Any, Any], allow_query: bool) -
     return None
 
 
+async def _principal(connection: ASGIConnection[Any, Any, Any, Any], services: Services, token: str) -> Principal:
+    if token.startswith(KEY_PREFIX):
+        async with services.pool.connection() as conn:
+            principal = await principal_for_key(conn, token)
+        if principal is None:
+            raise _refuse(connection, "invalid_api_key", "invalid or revoked API key")
+        return principal
+    try:
+        claims = decode_access_token(services.settings, token)
+    except InvalidToken as exc:
+        raise _refuse(connection, exc.code, exc.message) from None
+    async with services.pool.connection() as conn:
+        principal = await principal_for_user(conn, claims.user_id)
+    if principal is None:
+        raise _refuse(connection, "invalid_token", "the token's user no longer exists or is disabled")
+    return principal
+
+
 async def authenticate(connection: ASGIConnection[Any, Any, Any, Any], services: Services,
                        *, allow_query: bool = False) -> Principal:
     """The caller, or 401."""
     token = _bearer(connection, allow_query)
     if not token:
-        raise NotAuthorizedException("missing credentials: send `Authorization: Bearer sk-…`")
-    principal = None
-    if token.startswith(KEY_PREFIX):
-        async with services.pool.connection() as conn:
-            principal = await principal_for_key(conn, token)
-    if principal is None:
-        raise NotAuthorizedException("invalid or revoked API key")
+        raise NotAuthorizedException("missing credentials: send `Authorization: Bearer <API key or access token>`")
+    principal = await _principal(connection, services, token)
     await spend_request(connection, services, principal)
     return principal
 

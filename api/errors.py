@@ -80,6 +80,8 @@ def to_problem(request: Request[Any, Any, Any], exc: Exception) -> tuple[int, di
     """Map any exception to (status, problem document, headers)."""
     rid = request_id_of(request)
     headers: dict[str, str] = {}
+    if isinstance(exc, SwitchyardError) and exc.extra.get("retry_after") is not None:
+        headers["Retry-After"] = str(exc.extra["retry_after"])
     match exc:
         case ApiError():
             return exc.status_code, problem(exc.status_code, exc.error_code, exc.message, rid, **exc.extra), headers

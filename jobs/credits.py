@@ -104,51 +104,61 @@ async def credit(conn: AsyncConnection[Any], user_id: UUID, kind: CreditKind, am
 
 
 async def reserve(conn: AsyncConnection[Any], user_id: UUID, job_id: UUID, amount: int, model: str) -> None:
-    """Hold `amount` for a job, or raise InsufficientCredits (the transaction must then roll back)."""
-    cur = await conn.execute(
-        """
-        UPDATE credit_accounts SET balance = balance - %s, reserved = reserved + %s, updated_at = now()
-        WHERE user_id = %s AND balance >= %s
-        RETURNING balance
-        """,
-        (amount, amount, user_id, amount),
-    )
-    row = await cur.fetchone()
-    if row is None:
-        have = await balance_of(conn, user_id)
-        raise InsufficientCredits(
-            f"this job may cost up to {amount} credits; the balance is {have}",
-            required=amount, balance=have,
+    """Hold `amount` for a job, or raise InsufficientCredits (the transaction must then roll back).
+
+    One statement takes the account's row lock, moves the credits and writes the
+    ledger row, so the lock — which every job of this user contends for — is
+    held for that statement and the commit only. A balance that is visibly
+    short fails before any lock is taken.
+    """
+    have = await balance_of(conn, user_id)
+    if have >= amount:
+        cur = await conn.execute(
+            """
+            WITH acct AS (
+                UPDATE credit_accounts SET balance = balance - %(a)s, reserved = reserved + %(a)s, updated_at = now()
+                WHERE user_id = %(u)s AND balance >= %(a)s
+                RETURNING balance)
+            INSERT INTO credit_ledger (user_id, kind, amount, balance_after, job_id, model)
+            SELECT %(u)s, 'reserve', %(a)s, balance, %(j)s, %(m)s FROM acct
+            RETURNING balance_after
+            """,
+            {"a": amount, "u": user_id, "j": job_id, "m": model},
         )
-    await conn.execute("UPDATE jobs SET reserved_credits = %s WHERE id = %s", (amount, job_id))
-    entry = await _ledger(conn, user_id, "reserve", amount, job_id=job_id, model=model)
-    assert entry is not None, "a job is reserved once, at submission"
-    await _stamp(conn, [entry], row[0])
+        if await cur.fetchone() is not None:
+            return
+        have = await balance_of(conn, user_id)
+    raise InsufficientCredits(
+        f"this job may cost up to {amount} credits; the balance is {have}", required=amount, balance=have,
+    )
 
 
 async def settle(conn: AsyncConnection[Any], user_id: UUID, job_id: UUID, reserved: int, charge: int,
                  model: str | None) -> int:
-    """Charge `charge` (capped at the reservation) and release the rest; once per job. Returns the charge."""
+    """Charge `charge` (capped at the reservation) and release the rest; once per job. Returns the charge.
+
+    Call it last in the transaction: it takes the account's row lock. A second
+    settlement of the same job changes nothing (the NOT EXISTS guard), and two
+    racing ones cannot both commit (the ledger's unique (job, kind) index).
+    """
     charge = max(0, min(charge, reserved))
     if reserved == 0:
         return 0
-    settled = await _ledger(conn, user_id, "settle", charge, job_id=job_id, model=model)
-    if settled is None:
-        return charge  # settled before: a redelivery, nothing to do
     rest = reserved - charge
-    released = await _ledger(conn, user_id, "release", rest, job_id=job_id, model=model)
-    assert released is not None
-    cur = await conn.execute(
-        """
-        UPDATE credit_accounts SET reserved = reserved - %s, balance = balance + %s, updated_at = now()
-        WHERE user_id = %s RETURNING balance
-        """,
-        (reserved, rest, user_id),
-    )
-    row = await cur.fetchone()
-    assert row is not None
     await conn.execute("UPDATE jobs SET charged_credits = %s WHERE id = %s", (charge, job_id))
-    await _stamp(conn, [settled, released], row[0])
+    await conn.execute(
+        """
+        WITH acct AS (
+            UPDATE credit_accounts SET reserved = reserved - %(r)s, balance = balance + %(rest)s, updated_at = now()
+            WHERE user_id = %(u)s
+              AND NOT EXISTS (SELECT 1 FROM credit_ledger WHERE job_id = %(j)s AND kind = 'settle')
+            RETURNING balance)
+        INSERT INTO credit_ledger (user_id, kind, amount, balance_after, job_id, model)
+        SELECT %(u)s, entry.kind, entry.amount, acct.balance, %(j)s, %(m)s
+        FROM acct, (VALUES ('settle', %(c)s::bigint), ('release', %(rest)s::bigint)) AS entry(kind, amount)
+        """,
+        {"r": reserved, "rest": rest, "u": user_id, "j": job_id, "m": model, "c": charge},
+    )
     return charge
 
 

@@ -61,6 +61,7 @@ async def submit(
     max_attempts: int = 5,
     reserve: int = 0,
     model: str | None = None,
+    job_id: UUID | None = None,
 ) -> Submitted:
     """Create a job (reserving `reserve` credits in the same transaction) and enqueue it.
 
@@ -72,7 +73,7 @@ async def submit(
     async with pool.connection() as conn, conn.transaction():
         row, created = await store.insert_job(
             conn,
-            job_id=uuid7(),
+            job_id=job_id or uuid7(),
             owner_id=owner_id,
             kind=kind,
             queue=queue,
@@ -81,10 +82,10 @@ async def submit(
             idempotency_key=idempotency_key,
             request_hash=fingerprint,
             max_attempts=max_attempts,
+            reserved_credits=reserve,
         )
         if created and reserve > 0:
             await credits.reserve(conn, owner_id, row.id, reserve, model or kind)
-            row.reserved_credits = reserve
     if not created:
         return Submitted(row, created=False)
     metrics.JOBS_SUBMITTED.labels(kind=row.kind, queue=queue).inc()

@@ -85,6 +85,7 @@ async def insert_job(
     idempotency_key: str | None,
     request_hash: bytes | None,
     max_attempts: int = 5,
+    reserved_credits: int = 0,
 ) -> tuple[JobRow, bool]:
     """Insert a queued job; with an idempotency key already used, return that job instead.
 
@@ -94,13 +95,13 @@ async def insert_job(
         await cur.execute(
             f"""
             INSERT INTO jobs (id, owner_id, kind, queue, payload, metadata, idempotency_key, request_hash,
-                              max_attempts)
-            VALUES (%s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s, %s)
+                              max_attempts, reserved_credits)
+            VALUES (%s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s, %s, %s)
             ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
             RETURNING {_COLUMNS}
             """,
             (job_id, owner_id, kind, queue, _json(payload), _json(metadata), idempotency_key, request_hash,
-             max_attempts),
+             max_attempts, reserved_credits),
         )
         row = await cur.fetchone()
         if row is not None:

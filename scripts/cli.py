@@ -6,7 +6,7 @@
     switchyard worker ARGS    a Dramatiq worker pool: `switchyard worker --queues chat -p 2 -t 8`
     switchyard maintenance    the reconciler / maintenance loop
     switchyard simulator      the provider simulator (development tool)
-    switchyard create-user    add a user (`--role admin` for an operator)
+    switchyard create-user    add a user with the sign-up credits (`--role admin`, `--password`)
     switchyard create-key     create an API key for a user; the secret is printed once
 """
 
@@ -36,6 +36,9 @@ def _api(args: argparse.Namespace) -> None:
         "api.app:create_app", factory=True, host=args.host or settings.api_host,
         port=args.port or settings.api_port, workers=args.workers, access_log=False,
         log_config=None, ws_ping_interval=20, timeout_graceful_shutdown=10,
+        # Longer than common client pool idle timeouts (httpx: 5 s), so the server never closes a
+        # connection the client is about to reuse.
+        timeout_keep_alive=65,
     )
 
 
@@ -74,17 +77,23 @@ def _simulator(args: argparse.Namespace) -> None:
     sim_main(args.rest or [])
 
 
-async def _create_user_async(email: str, role: str) -> None:
+async def _create_user_async(email: str, role: str, password: str | None) -> None:
     import psycopg
 
-    from jobs.accounts import create_user, find_user
+    from jobs.accounts import find_user, sign_up
     from jobs.db import require_url
+    from jobs.passwords import MAX_PASSWORD, MIN_PASSWORD, hash_password
 
-    async with await psycopg.AsyncConnection.connect(require_url(get_settings().database_url), autocommit=True) as conn:
+    if password is not None and not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        raise SystemExit(f"a password has {MIN_PASSWORD} to {MAX_PASSWORD} characters")
+    settings = get_settings()
+    async with await psycopg.AsyncConnection.connect(require_url(settings.database_url), autocommit=True) as conn:
         if await find_user(conn, email):
             raise SystemExit(f"user {email} already exists")
-        user_id = await create_user(conn, email, role)
-    print(f"created {role} {email} ({user_id})")
+        password_hash = await hash_password(password) if password is not None else None
+        user = await sign_up(conn, email, password_hash=password_hash, role=role, via="cli",
+                             grant=settings.signup_grant_credits)
+    print(f"created {role} {user.email} ({user.id})")
 
 
 async def _create_key_async(email: str, name: str) -> None:
@@ -143,7 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     user = sub.add_parser("create-user", help="add a user")
     user.add_argument("--email", required=True)
     user.add_argument("--role", choices=["user", "admin"], default="user")
-    user.set_defaults(func=lambda a: asyncio.run(_create_user_async(a.email, a.role)))
+    user.add_argument("--password", help="lets the user log in (without one: API keys only)")
+    user.set_defaults(func=lambda a: asyncio.run(_create_user_async(a.email, a.role, a.password)))
 
     key = sub.add_parser("create-key", help="create an API key (printed once)")
     key.add_argument("--email", required=True)

@@ -22,6 +22,7 @@ class Process:
     def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
         self.name = name
         self.env = env
+        self.env_port: int | None = None
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
@@ -86,7 +87,9 @@ def wait_log(proc: Process, needle: str, timeout: float = 60) -> None:
 
 
 def start_api(env: dict[str, str], port: int, log_dir: Path, name: str = "api") -> Process:
+    """An API process on `port`, once it is ready."""
     proc = Process(name, [sys.executable, "-m", "scripts.cli", "api", "--port", str(port)], env, log_dir)
+    proc.env_port = port
     wait_http(f"http://127.0.0.1:{port}/readyz", proc)
     return proc
 

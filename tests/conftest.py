@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -87,6 +88,11 @@ def stack_env(servers: dict[str, str], simulator_url: str) -> dict[str, str]:
         "SWITCHYARD_MAX_ATTEMPTS": "2",
         "SWITCHYARD_CIRCUIT_COOLDOWN_SECONDS": "2",
         "SWITCHYARD_CHAOS_CRASH_MARKER": CRASH_MARKER,
+        # Per-key limits are tested on API processes of their own (tests/test_credits.py).
+        "SWITCHYARD_RATE_LIMIT_RPM_FREE": "1000000",
+        "SWITCHYARD_MAX_CONCURRENT_JOBS_FREE": "1000000",
+        "STRIPE_WEBHOOK_SECRET": "whsec_test",
+        "RAZORPAY_WEBHOOK_SECRET": "rzp_test_secret",
         "LOG_LEVEL": "DEBUG",
     })
     return env
@@ -147,10 +153,16 @@ async def other_user(servers: dict[str, str]) -> User:
     return await make_user(servers["DATABASE_URL"])
 
 
+def nodelay_transport(**kwargs: Any) -> httpx.AsyncHTTPTransport:
+    """A transport with TCP_NODELAY: httpx writes a POST's headers and body separately, and
+    Nagle's algorithm plus delayed ACKs would add ~40 ms to every request with a body."""
+    return httpx.AsyncHTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)], **kwargs)
+
+
 @pytest.fixture
 async def client(stack: Stack, user: User) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client for the API, authenticated as `user`."""
-    async with httpx.AsyncClient(base_url=stack.api_url, timeout=30,
+    async with httpx.AsyncClient(base_url=stack.api_url, timeout=30, transport=nodelay_transport(),
                                  headers={"Authorization": f"Bearer {user.key}"}) as c:
         yield c
 

@@ -137,6 +137,9 @@ async def _settle(
         charge = _charge(rt, job, result) if status is Status.SUCCEEDED else 0
         await credits.settle(conn, job.owner_id, job.id, job.reserved_credits, charge,
                              str(job.payload.get("model") or job.kind))
+        # Free the concurrency slot before the commit makes the job visibly finished, so a
+        # client that sees the result can submit the next job at once.
+        await rt.inflight.done(job.owner_id, job.id)
     metrics.JOBS.labels(kind=job.kind, status=status).inc()
     if usage:
         model = str(job.payload.get("model", ""))
@@ -170,5 +173,6 @@ async def fail_exhausted(rt: Runtime, job_id: UUID, reason: str) -> None:
                                       str(row.payload.get("model") or row.kind))
     if row is not None:
         logger.bind(job_id=str(job_id)).error("job failed after its message was dead-lettered: {}", reason)
+        await rt.inflight.done(row.owner_id, row.id)
         metrics.JOBS.labels(kind=row.kind, status="failed").inc()
         await rt.events.publish(row.id, row.owner_id, EventType.FAILED, {"error": error})

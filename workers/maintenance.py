@@ -4,7 +4,8 @@ Each tick runs Dramatiq's broker maintenance on every queue (a killed worker's
 unacked messages go back to their queue once its heartbeat is older than
 `SWITCHYARD_HEARTBEAT_TIMEOUT_MS`), then re-sends jobs whose message may have
 been lost (still `queued` long after their last send, or `running` under an
-expired lease).
+expired lease). The reservation sweep runs first, so an expired job is failed
+and its credits released rather than sent again.
 Duplicate messages are harmless: the claim makes the extra delivery a no-op.
 Run one or more (`switchyard maintenance`); `FOR UPDATE SKIP LOCKED` lets
 several loops share the work.
@@ -13,18 +14,26 @@ several loops share the work.
 from __future__ import annotations
 
 import asyncio
+import time
+from uuid import UUID
 
 import anyio.to_thread
 import dramatiq
 from loguru import logger
 from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import Redis
 
-from jobs import metrics, store
+from jobs import metrics, store, sweeps
 from jobs.broker import WakeupRedisBroker
 from jobs.db import open_pool
 from jobs.enqueue import send_job
+from jobs.events import EventLog
+from jobs.inflight import InFlight
 from jobs.settings import Settings
-from jobs.states import Queue
+from jobs.states import EventType, Queue
+
+#: How often finished-but-unsettled reservations are looked for (a repair for old code paths, not a hot path).
+ORPHAN_SWEEP_SECONDS = 60.0
 
 
 async def resend_lost(pool: AsyncConnectionPool, broker: dramatiq.Broker, settings: Settings) -> int:
@@ -50,17 +59,63 @@ def broker_upkeep(broker: WakeupRedisBroker) -> dict[str, int]:
     return depths
 
 
+class ReservationSweep:
+    """Expires stale jobs every tick and releases orphaned reservations now and then.
+
+    Expiry reads only live jobs (a partial index). The orphan search reads
+    every job once at start-up, then only jobs created within the expiry
+    window (plus an hour) by primary-key range: an older job is finished by
+    the expiry sweep itself, which releases its credits.
+    """
+
+    def __init__(self, pool: AsyncConnectionPool, events: EventLog, inflight: InFlight, settings: Settings) -> None:
+        self.pool = pool
+        self.events = events
+        self.inflight = inflight
+        self.settings = settings
+        self.next_orphan_sweep = 0.0
+        self.orphans_since: UUID | None = None  # None: the first pass searches everything
+
+    async def sweep(self) -> int:
+        """One pass; returns how many jobs had credits released."""
+        expiry = self.settings.job_expiry_seconds
+        expired = await sweeps.expire_stale(self.pool, expiry)
+        for row in expired:
+            logger.bind(job_id=str(row.id)).warning("expired a job unfinished after {} s; released {} credits",
+                                                    expiry, row.reserved_credits)
+            metrics.JOBS.labels(kind=row.kind, status="failed").inc()
+            await self.inflight.done(row.owner_id, row.id)
+            await self.events.publish(row.id, row.owner_id, EventType.FAILED, {"error": row.error})
+        released = 0
+        if time.monotonic() >= self.next_orphan_sweep:
+            orphans = await sweeps.release_orphaned(self.pool, since=self.orphans_since)
+            for job_id, _owner, amount in orphans:
+                logger.bind(job_id=str(job_id)).warning("released {} credits of a finished, unsettled job", amount)
+            released = len(orphans)
+            if len(orphans) < 100:  # caught up: next time, only recent jobs, and not before the interval
+                self.orphans_since = sweeps.id_floor(time.time() - expiry - 3600)
+                self.next_orphan_sweep = time.monotonic() + ORPHAN_SWEEP_SECONDS
+        return len(expired) + released
+
+
 async def run_forever(settings: Settings, broker: WakeupRedisBroker) -> None:
     """Tick until cancelled; a failing tick is logged and retried next tick."""
     pool = await open_pool(settings.database_url, min_size=1, max_size=2)
+    redis = Redis.from_url(settings.redis_url)
+    reservations = ReservationSweep(pool, EventLog(redis, settings.events_ttl_seconds),
+                                    InFlight(redis, settings.job_expiry_seconds), settings)
     logger.info("maintenance loop running every {}s", settings.maintenance_interval_seconds)
     try:
         while True:
-            try:
-                await anyio.to_thread.run_sync(broker_upkeep, broker)
-                await resend_lost(pool, broker, settings)
-            except Exception:
-                logger.opt(exception=True).error("maintenance tick failed")
+            # Each step is isolated: one failing (say, Redis down) must not stop the others.
+            for name, step in (("broker upkeep", lambda: anyio.to_thread.run_sync(broker_upkeep, broker)),
+                               ("reservation sweep", reservations.sweep),
+                               ("reconciler", lambda: resend_lost(pool, broker, settings))):
+                try:
+                    await step()
+                except Exception:
+                    logger.opt(exception=True).error("maintenance step failed: {}", name)
             await asyncio.sleep(settings.maintenance_interval_seconds)
     finally:
         await pool.close()
+        await redis.aclose()

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 
 from jobs.db import open_pool
 from jobs.events import EventLog
+from jobs.inflight import InFlight
 from jobs.ratelimit import RateLimiter
 from jobs.routes import Routes, load_routes
 from jobs.settings import Settings, get_settings
@@ -38,6 +39,7 @@ class Runtime:
     breakers: CircuitBreakers
     limiter: RateLimiter
     cancels: CancelWatcher
+    inflight: InFlight
     worker_id: str
 
     async def close(self) -> None:
@@ -65,6 +67,7 @@ async def create_runtime(settings: Settings) -> Runtime:
         ),
         limiter=RateLimiter(redis),
         cancels=CancelWatcher(),
+        inflight=InFlight(redis, settings.job_expiry_seconds),
         worker_id=f"{socket.gethostname()}:{os.getpid()}",
     )
     runtime.cancels.start(redis)

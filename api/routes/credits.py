@@ -111,9 +111,9 @@ async def usage_report(services: Services, principal: Principal, start: date | N
             SELECT (j.finished_at AT TIME ZONE 'UTC')::date AS day,
                    coalesce(j.payload->>'model', j.kind) AS model,
                    count(*),
-                   coalesce(sum((j.usage->>'prompt_tokens')::bigint), 0),
-                   coalesce(sum((j.usage->>'completion_tokens')::bigint), 0),
-                   coalesce(sum(j.charged_credits), 0)
+                   coalesce(sum((j.usage->>'prompt_tokens')::bigint), 0)::bigint,
+                   coalesce(sum((j.usage->>'completion_tokens')::bigint), 0)::bigint,
+                   coalesce(sum(j.charged_credits), 0)::bigint
             FROM jobs j
             WHERE j.owner_id = %s AND j.finished_at >= %s AND j.finished_at < %s AND j.charged_credits IS NOT NULL
             GROUP BY 1, 2 ORDER BY 1, 2

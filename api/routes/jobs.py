@@ -18,6 +18,7 @@ from jobs.accounts import Principal
 from jobs.enqueue import request_fingerprint, submit
 from jobs.errors import NotFound
 from jobs.events import CANCEL_CHANNEL
+from jobs.ids import uuid7
 from jobs.kinds import queue_for
 from jobs.states import EventType, Kind, Status
 
@@ -38,6 +39,17 @@ async def load_job(services: Services, principal: Principal, job_id: str) -> sto
     if row is None:
         raise NotFound(f"job {job_id!r} not found")
     return row
+
+
+async def admit(services: Services, principal: Principal, job_id: UUID) -> None:
+    """Count the job against the caller's concurrent-job limit, or 429 `too_many_concurrent_jobs`."""
+    if principal.is_admin:
+        return
+    settings = services.settings
+    limit = settings.max_concurrent_jobs_pro if principal.tier == "pro" else settings.max_concurrent_jobs_free
+    if not await services.inflight.admit(principal.user_id, job_id, limit):
+        raise ApiError(429, "too_many_concurrent_jobs",
+                       f"you already have {limit} jobs queued or running; wait for one to finish", limit=limit)
 
 
 class JobController(Controller):
@@ -69,13 +81,21 @@ class JobController(Controller):
             raise ApiError(413, "prompt_too_large", f"messages total {prompt_chars} characters; the limit is {limit}")
         route = services.routes.resolve(data.input.model)
         fingerprint = request_fingerprint(msgspec.json.encode(data)) if idempotency_key else None
-        outcome = await submit(
-            services.pool, services.broker, services.events, owner_id=principal.user_id,
-            kind=Kind.CHAT_COMPLETION, queue=queue_for(data), payload=msgspec.to_builtins(data.input),
-            metadata=data.metadata, idempotency_key=idempotency_key, fingerprint=fingerprint,
-            max_attempts=services.settings.max_attempts,
-            reserve=credits.worst_case(data.input, route), model=data.input.model,
-        )
+        job_id = uuid7()
+        await admit(services, principal, job_id)
+        try:
+            outcome = await submit(
+                services.pool, services.broker, services.events, owner_id=principal.user_id,
+                kind=Kind.CHAT_COMPLETION, queue=queue_for(data), payload=msgspec.to_builtins(data.input),
+                metadata=data.metadata, idempotency_key=idempotency_key, fingerprint=fingerprint,
+                max_attempts=services.settings.max_attempts,
+                reserve=credits.worst_case(data.input, route), model=data.input.model, job_id=job_id,
+            )
+        except BaseException:
+            await services.inflight.done(principal.user_id, job_id)
+            raise
+        if not outcome.created:
+            await services.inflight.done(principal.user_id, job_id)
         if not outcome.created and outcome.job.request_hash != fingerprint:
             raise ApiError(409, "idempotency_conflict",
                            "this Idempotency-Key was already used with a different request body")
@@ -119,6 +139,7 @@ class JobController(Controller):
             current = await load_job(services, principal, job_id)  # 404 if not visible
             raise ApiError(409, "job_finished", f"job {job_id} already {current.status}",
                            job_status=current.status)
+        await services.inflight.done(row.owner_id, row.id)
         await services.events.publish(row.id, row.owner_id, EventType.CANCELLED, {"error": row.error})
         await services.redis.publish(CANCEL_CHANNEL, str(row.id))
         return JobView.of(row)

@@ -54,21 +54,6 @@ def strict(tp: Any) -> Any:
 CreateJob = strict(kinds.JobRequest)
 
 
-class AttemptView(msgspec.Struct, frozen=True, kw_only=True):
-    """One provider call made for a job."""
-
-    attempt: int
-    provider: str
-    model: str
-    started_at: datetime
-    latency_ms: float
-    ttft_ms: float | None
-    outcome: str
-    error_code: str | None
-    error_message: str | None
-    usage: dict[str, Any] | None
-
-
 class JobView(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """A job as clients see it."""
 
@@ -88,7 +73,7 @@ class JobView(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     error: dict[str, Any] | None = None
     usage: dict[str, Any] | None = None
     #: Provider calls, only on `GET /v1/jobs/{id}`.
-    attempts: list[AttemptView] | None = None
+    attempts: list[store.AttemptRow] | None = None
 
     @classmethod
     def of(cls, row: store.JobRow, attempts: list[store.AttemptRow] | None = None) -> JobView:
@@ -98,7 +83,7 @@ class JobView(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
             created_at=row.created_at, input=row.payload, metadata=row.metadata,
             started_at=row.started_at, finished_at=row.finished_at, result=row.result,
             error=row.error, usage=row.usage, claims=row.attempts,
-            attempts=None if attempts is None else [AttemptView(**msgspec.structs.asdict(a)) for a in attempts],
+            attempts=attempts,
         )
 
 

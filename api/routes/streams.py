@@ -23,6 +23,7 @@ from api.errors import problem
 from api.routes.jobs import load_job
 from api.state import Services
 from api.streaming import job_events, owner_events
+from jobs import metrics
 from jobs.accounts import Principal
 from jobs.errors import SwitchyardError
 from jobs.events import Event
@@ -37,13 +38,17 @@ async def _refuse(socket: WebSocket[Any, Any, Any], status: int, code: str, deta
     await socket.close(code=4000 + status, reason=code)
 
 
-async def _send_all(socket: WebSocket[Any, Any, Any], events: AsyncIterator[Event]) -> None:
+async def _send_all(socket: WebSocket[Any, Any, Any], events: AsyncIterator[Event], endpoint: str) -> None:
     await socket.accept()
+    gauge = metrics.WEBSOCKETS.labels(endpoint=endpoint)
+    gauge.inc()
     try:
         async for event in events:
             await socket.send_data(_encode(event).decode(), mode="text")
     except WebSocketDisconnect:
         return
+    finally:
+        gauge.dec()
     await socket.close(code=1000)
 
 
@@ -69,7 +74,7 @@ async def job_stream(
     except SwitchyardError as exc:
         await _refuse(socket, exc.status, exc.code, exc.message)
         return
-    await _send_all(socket, job_events(services, channels, job, after))
+    await _send_all(socket, job_events(services, channels, job, after), "ws_job")
 
 
 @websocket("/v1/events")
@@ -78,7 +83,7 @@ async def all_events(socket: WebSocket[Any, Any, Any], services: Services, chann
     principal = await _ws_principal(socket, services)
     if principal is None:
         return
-    await _send_all(socket, owner_events(channels, principal.user_id))
+    await _send_all(socket, owner_events(channels, principal.user_id), "ws_events")
 
 
 @get("/v1/jobs/{job_id:str}/events", tags=["jobs"], summary="Stream a job's events (SSE)")
@@ -93,7 +98,12 @@ async def job_sse(
     start = after if after is not None else int(last_id) if last_id.isdigit() else 0
 
     async def messages() -> AsyncIterator[ServerSentEventMessage]:
-        async for event in job_events(services, channels, job, start):
-            yield ServerSentEventMessage(data=_encode(event).decode(), event=event.type, id=str(event.seq))
+        gauge = metrics.WEBSOCKETS.labels(endpoint="sse_job")
+        gauge.inc()
+        try:
+            async for event in job_events(services, channels, job, start):
+                yield ServerSentEventMessage(data=_encode(event).decode(), event=event.type, id=str(event.seq))
+        finally:
+            gauge.dec()
 
     return ServerSentEvent(messages())

@@ -7,9 +7,9 @@ from typing import Any
 
 import anthropic
 
-from jobs.errors import ContextTooLong, ProviderError, ProviderOverloaded, ProviderRejected
+from jobs.errors import ProviderError, ProviderOverloaded
 from jobs.kinds import Usage
-from workers.providers.base import ChatOutcome, ChatRequest, OnDelta, classify_transport
+from workers.providers.base import ChatOutcome, ChatRequest, OnDelta, map_sdk_error
 
 #: Anthropic stop reasons in OpenAI's vocabulary, which is what our results use.
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls"}
@@ -17,28 +17,7 @@ _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", 
 
 def map_error(exc: Exception) -> ProviderError:
     """Translate an SDK or transport exception into our error tree."""
-    match exc:
-        case anthropic.APITimeoutError():
-            return ProviderOverloaded("timed out", reason="timeout")
-        case anthropic.APIConnectionError() if exc.__cause__ is not None:
-            return classify_transport(exc.__cause__)
-        case anthropic.APIConnectionError():
-            return ProviderOverloaded("connection failed", reason="connection")
-        case anthropic.RateLimitError():
-            retry_after = exc.response.headers.get("retry-after")
-            return ProviderOverloaded(
-                "rate limited (429)", reason="rate_limited",
-                retry_after=float(retry_after) if retry_after else None,
-            )
-        case anthropic.APIStatusError() if exc.status_code >= 500:
-            return ProviderOverloaded(f"server error ({exc.status_code})", reason="server_error")
-        case anthropic.BadRequestError() if "prompt is too long" in str(exc.message).lower():
-            return ContextTooLong(f"prompt exceeds the provider's context window: {exc.message}")
-        case anthropic.APIStatusError():
-            return ProviderRejected(f"request rejected ({exc.status_code}): {exc.message}", status=exc.status_code)
-        case anthropic.APIError():
-            return ProviderOverloaded(f"provider error: {exc.message}", reason="stream_broken")
-    return classify_transport(exc)
+    return map_sdk_error(exc, anthropic, lambda e: "prompt is too long" in str(e.message).lower())
 
 
 class AnthropicProvider:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from types import ModuleType
+from typing import Any, Protocol
 
 import httpx
 import httpx2
 import msgspec
 
-from jobs.errors import ProviderError, ProviderOverloaded
+from jobs.errors import ContextTooLong, ProviderError, ProviderOverloaded, ProviderRejected
 from jobs.kinds import Message, Usage
 
 #: Called with each piece of generated text while a completion streams.
@@ -73,3 +74,30 @@ def classify_transport(exc: BaseException) -> ProviderError:
         case httpx.TransportError() | httpx2.TransportError() | ConnectionError():
             return ProviderOverloaded(f"connection failed: {type(exc).__name__}", reason="connection")
     return ProviderOverloaded(f"unexpected provider failure: {type(exc).__name__}", reason="unknown")
+
+
+def map_sdk_error(exc: BaseException, sdk: ModuleType, context_error: Callable[[Any], bool]) -> ProviderError:
+    """Translate an exception of the `openai` or `anthropic` SDK (same error classes) into our tree.
+
+    `context_error` tells whether a 400 means the prompt is longer than the model's context window.
+    """
+    match exc:
+        case sdk.APITimeoutError():
+            return ProviderOverloaded("timed out", reason="timeout")
+        case sdk.APIConnectionError() if exc.__cause__ is not None:
+            return classify_transport(exc.__cause__)
+        case sdk.APIConnectionError():
+            return ProviderOverloaded("connection failed", reason="connection")
+        case sdk.RateLimitError():
+            retry_after = exc.response.headers.get("retry-after")
+            return ProviderOverloaded("rate limited (429)", reason="rate_limited",
+                                      retry_after=float(retry_after) if retry_after else None)
+        case sdk.APIStatusError() if exc.status_code >= 500:
+            return ProviderOverloaded(f"server error ({exc.status_code})", reason="server_error")
+        case sdk.BadRequestError() if context_error(exc):
+            return ContextTooLong(f"prompt exceeds the provider's context window: {exc.message}")
+        case sdk.APIStatusError():
+            return ProviderRejected(f"request rejected ({exc.status_code}): {exc.message}", status=exc.status_code)
+        case sdk.APIError():
+            return ProviderOverloaded(f"provider error: {exc.message}", reason="stream_broken")
+    return classify_transport(exc)

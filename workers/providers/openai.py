@@ -7,35 +7,14 @@ from typing import Any
 
 import openai
 
-from jobs.errors import ContextTooLong, ProviderError, ProviderOverloaded, ProviderRejected
+from jobs.errors import ProviderError
 from jobs.kinds import Usage
-from workers.providers.base import ChatOutcome, ChatRequest, OnDelta, classify_transport, estimate_tokens
+from workers.providers.base import ChatOutcome, ChatRequest, OnDelta, estimate_tokens, map_sdk_error
 
 
 def map_error(exc: Exception) -> ProviderError:
     """Translate an SDK or transport exception into our error tree."""
-    match exc:
-        case openai.APITimeoutError():
-            return ProviderOverloaded("timed out", reason="timeout")
-        case openai.APIConnectionError() if exc.__cause__ is not None:
-            return classify_transport(exc.__cause__)
-        case openai.APIConnectionError():
-            return ProviderOverloaded("connection failed", reason="connection")
-        case openai.RateLimitError():
-            retry_after = exc.response.headers.get("retry-after")
-            return ProviderOverloaded(
-                "rate limited (429)", reason="rate_limited",
-                retry_after=float(retry_after) if retry_after else None,
-            )
-        case openai.APIStatusError() if exc.status_code >= 500:
-            return ProviderOverloaded(f"server error ({exc.status_code})", reason="server_error")
-        case openai.BadRequestError() if _is_context_error(exc):
-            return ContextTooLong(f"prompt exceeds the provider's context window: {exc.message}")
-        case openai.APIStatusError():
-            return ProviderRejected(f"request rejected ({exc.status_code}): {exc.message}", status=exc.status_code)
-        case openai.APIError():
-            return ProviderOverloaded(f"provider error: {exc.message}", reason="stream_broken")
-    return classify_transport(exc)
+    return map_sdk_error(exc, openai, _is_context_error)
 
 
 def _is_context_error(exc: openai.BadRequestError) -> bool:

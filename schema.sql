@@ -142,3 +142,6 @@ CREATE TABLE IF NOT EXISTS audit_log (
 );
 CREATE INDEX IF NOT EXISTS audit_log_actor ON audit_log (actor_id, id DESC);
 CREATE INDEX IF NOT EXISTS audit_log_action ON audit_log (action, id DESC);
+
+-- The maintenance sweep expires live jobs by age.
+CREATE INDEX IF NOT EXISTS jobs_live_created ON jobs (created_at) WHERE status IN ('queued', 'running');

@@ -11,7 +11,6 @@ from litestar.channels.backends.redis import RedisChannelsPubSubBackend
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
-from redis.asyncio import Redis
 
 from api.auth import provide_principal, provide_services
 from api.errors import problem_handler
@@ -30,6 +29,7 @@ from jobs.events import EventLog
 from jobs.inflight import InFlight
 from jobs.logging import setup_logging
 from jobs.ratelimit import RateLimiter
+from jobs.redis import async_client
 from jobs.routes import load_routes
 from jobs.settings import Settings, get_settings
 
@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
     setup_logging(settings, "api")
     routes = load_routes(settings)
-    redis = Redis.from_url(settings.redis_url or "redis://unset")
+    redis = async_client(settings.redis_url or "redis://unset")
     channels = ChannelsPlugin(
         backend=RedisChannelsPubSubBackend(redis=redis),
         arbitrary_channels_allowed=True,

@@ -13,6 +13,9 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
+import psycopg
+import psycopg_pool
+import redis.exceptions
 from litestar import Request, Response
 from litestar.exceptions import (
     HTTPException,
@@ -107,6 +110,11 @@ def to_problem(request: Request[Any, Any, Any], exc: Exception) -> tuple[int, di
                 return status, problem(status, code, "request body is larger than the limit", rid), headers
             headers.update(exc.headers or {})
             return status, problem(status, code, exc.detail, rid), headers
+    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError | psycopg.OperationalError
+                  | psycopg_pool.PoolTimeout):
+        logger.opt(exception=exc).error("a backing service is unavailable")
+        headers["Retry-After"] = "1"
+        return 503, problem(503, "service_unavailable", "a backing service is briefly unavailable; retry", rid), headers
     logger.opt(exception=exc).error("unhandled error")
     return 500, problem(500, "internal_error", "internal error; quote the request_id when reporting it", rid), headers
 

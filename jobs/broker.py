@@ -23,6 +23,7 @@ from dramatiq.common import compute_backoff
 from dramatiq.errors import ConnectionClosed
 from dramatiq.middleware import Middleware
 
+from jobs.redis import sync_client
 from jobs.settings import Settings
 
 #: Actor that runs every client-submitted job; workers register one per queue
@@ -125,7 +126,7 @@ def make_broker(settings: Settings, middleware: list[Middleware] | None = None, 
     if not settings.redis_url:
         raise SystemExit("REDIS_URL is not set (run `switchyard dev` to get an embedded Redis)")
     return WakeupRedisBroker(
-        url=settings.redis_url,
+        client=sync_client(settings.redis_url),
         middleware=middleware,
         namespace="switchyard",
         heartbeat_timeout=settings.heartbeat_timeout_ms,

@@ -406,7 +406,9 @@ def test_timing_directives(oai: openai.OpenAI) -> None:
             stamps.append(time.monotonic() - start)
     assert len(stamps) == 6
     assert 0.19 <= stamps[0] < 1.5
-    assert stamps[-1] - stamps[0] >= 5 / 20 * 0.9  # 5 gaps at 20 tokens/s
+    # The server cannot send the last token before ttft + 5 gaps at 20 tokens/s; a loaded
+    # client may receive tokens late and bunched, so only lower bounds from the start hold.
+    assert stamps[-1] >= (0.2 + 5 / 20) * 0.9
     start = time.monotonic()
     oai.chat.completions.create(model="m", messages=user("[[sim: ttft_ms=150;tps=50;tokens=6]]"))
     assert 0.14 + 5 / 50 * 0.9 <= time.monotonic() - start < 1.5

@@ -21,7 +21,6 @@ import anyio.to_thread
 import dramatiq
 from loguru import logger
 from psycopg_pool import AsyncConnectionPool
-from redis.asyncio import Redis
 
 from jobs import metrics, store, sweeps
 from jobs.broker import WakeupRedisBroker
@@ -29,6 +28,7 @@ from jobs.db import open_pool
 from jobs.enqueue import send_job
 from jobs.events import EventLog
 from jobs.inflight import InFlight
+from jobs.redis import async_client
 from jobs.settings import Settings
 from jobs.states import EventType, Queue
 
@@ -101,7 +101,7 @@ class ReservationSweep:
 async def run_forever(settings: Settings, broker: WakeupRedisBroker) -> None:
     """Tick until cancelled; a failing tick is logged and retried next tick."""
     pool = await open_pool(settings.database_url, min_size=1, max_size=2)
-    redis = Redis.from_url(settings.redis_url)
+    redis = async_client(settings.redis_url)
     reservations = ReservationSweep(pool, EventLog(redis, settings.events_ttl_seconds),
                                     InFlight(redis, settings.job_expiry_seconds), settings)
     logger.info("maintenance loop running every {}s", settings.maintenance_interval_seconds)

@@ -18,6 +18,7 @@ from jobs.db import open_pool
 from jobs.events import EventLog
 from jobs.inflight import InFlight
 from jobs.ratelimit import RateLimiter
+from jobs.redis import async_client
 from jobs.routes import Routes, load_routes
 from jobs.settings import Settings, get_settings
 from workers.cancel import CancelWatcher
@@ -53,7 +54,7 @@ async def create_runtime(settings: Settings) -> Runtime:
     """Connect everything a worker needs."""
     routes = load_routes(settings)
     pool = await open_pool(settings.database_url, min_size=1, max_size=max(4, settings.worker_threads + 2))
-    redis = Redis.from_url(settings.redis_url)
+    redis = async_client(settings.redis_url)
     runtime = Runtime(
         settings=settings,
         pool=pool,

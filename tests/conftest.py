@@ -31,6 +31,8 @@ from scripts.simulator import serve_in_thread
 
 #: A job whose prompt contains this makes the worker that claims it exit at once.
 CRASH_MARKER = "[[chaos:crash-worker]]"
+#: ...or raise an unexpected error, as a database outage or a bug would.
+ERROR_MARKER = "[[chaos:infra-error]]"
 
 
 @dataclass
@@ -88,6 +90,8 @@ def stack_env(servers: dict[str, str], simulator_url: str) -> dict[str, str]:
         "SWITCHYARD_MAX_ATTEMPTS": "2",
         "SWITCHYARD_CIRCUIT_COOLDOWN_SECONDS": "2",
         "SWITCHYARD_CHAOS_CRASH_MARKER": CRASH_MARKER,
+        "SWITCHYARD_CHAOS_ERROR_MARKER": ERROR_MARKER,
+        "SWITCHYARD_DELIVERY_RETRIES": "1",
         # Per-key limits are tested on API processes of their own (tests/test_credits.py).
         "SWITCHYARD_RATE_LIMIT_RPM_FREE": "1000000",
         "SWITCHYARD_MAX_CONCURRENT_JOBS_FREE": "1000000",

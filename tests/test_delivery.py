@@ -16,7 +16,7 @@ from jobs.broker import make_broker
 from jobs.db import open_pool
 from jobs.enqueue import send_job
 from jobs.ids import uuid7
-from tests.conftest import Stack, User, wait_for_status
+from tests.conftest import ERROR_MARKER, Stack, User, chat_job, wait_for_status
 
 
 async def insert_unsent_job(database_url: str, owner: User, content: str) -> uuid.UUID:
@@ -108,3 +108,20 @@ async def test_a_stale_worker_cannot_overwrite_a_finished_job(stack: Stack, user
         assert row is not None and row.status == "succeeded" and row.result == {"x": 2}
     finally:
         await pool.close()
+
+
+async def test_infrastructure_errors_are_retried_then_dead_lettered_and_the_job_fails(
+    client: httpx.AsyncClient, stack: Stack, user: User, redis_client: redis.Redis
+) -> None:
+    dead_before = redis_client.zcard("switchyard:chat.XQ")
+    job = (await client.post("/v1/jobs", json=chat_job(f"{ERROR_MARKER} boom"))).json()
+    done = await wait_for_status(client, job["id"], timeout=30)
+    assert done["status"] == "failed"
+    assert done["error"]["code"] == "delivery_failed"
+    assert done["claims"] == 2  # the first run and Dramatiq's one retry (SWITCHYARD_DELIVERY_RETRIES=1)
+    assert redis_client.zcard("switchyard:chat.XQ") == dead_before + 1  # the message is in the dead-letter queue
+    types = event_types(redis_client, job["id"])
+    assert types[-1] == "failed"
+    with psycopg.connect(stack.env["DATABASE_URL"]) as conn:
+        kinds = dict(conn.execute("SELECT kind, amount FROM credit_ledger WHERE job_id = %s", (job["id"],)).fetchall())
+    assert kinds["release"] == kinds["reserve"] and kinds["settle"] == 0  # credits given back

@@ -42,20 +42,20 @@ class WarmUp(Middleware):
 
 
 class FailDeadLetters(Middleware):
-    """A message Dramatiq gives up on (retries exhausted) fails its job, so a 202 still ends."""
+    """A message Dramatiq gives up on (retries exhausted, dead-lettered) fails its job, so a 202 still ends."""
 
-    def after_process_message(self, broker: dramatiq.Broker, message: MessageProxy, *,
-                              result: Any | None = None, exception: BaseException | None = None) -> None:
-        if exception is not None and message.failed and message.args:
-            reason = f"{type(exception).__name__} after {message.options.get('retries', 0)} retries"
+    def after_nack(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        if not message.args:
+            return
+        reason = f"gave up after {message.options.get('retries', 0)} retries: {message.options.get('traceback', '')}"
+        reason = reason.strip().splitlines()[-1] if reason.strip() else "gave up"
 
-            async def fail() -> None:
-                await fail_exhausted(await get_runtime(), UUID(message.args[0]), reason)
+        async def fail() -> None:
+            await fail_exhausted(await get_runtime(), UUID(message.args[0]), reason)
 
-            _on_loop(fail())
+        _on_loop(fail())
 
 
-# Retries (in the defaults) must run before FailDeadLetters so `message.failed` is set.
 broker = make_broker(settings, middleware=[
     *(m() for m in default_middleware), AsyncIO(), WarmUp(), FailDeadLetters(), Prometheus(),
 ])
@@ -74,7 +74,7 @@ ACTORS = {
         run,
         actor_name=actor_name(queue),
         queue_name=str(queue),
-        max_retries=5,
+        max_retries=settings.delivery_retries,
         min_backoff=500,
         max_backoff=30_000,
         time_limit=int(settings.job_deadline_seconds * 1000) + 60_000,

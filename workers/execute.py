@@ -25,7 +25,7 @@ import msgspec
 from loguru import logger
 
 from jobs import credits, metrics, store
-from jobs.errors import ProviderError, Quarantined, SwitchyardError
+from jobs.errors import Quarantined, SwitchyardError
 from jobs.states import EventType, Kind, Status
 from workers.billing import BILLING_HANDLERS
 from workers.chat import run_chat_completion
@@ -51,12 +51,17 @@ async def _keep_lease(rt: Runtime, job: store.JobRow) -> None:
             return
 
 
-def _chaos_crash(rt: Runtime, job: store.JobRow) -> None:
-    """Chaos testing: die like an OOM-killed process when the payload carries the marker."""
-    marker = rt.settings.chaos_crash_marker
-    if marker and marker in msgspec.json.encode(job.payload).decode():
+def _chaos(rt: Runtime, job: store.JobRow) -> None:
+    """Chaos testing: die like an OOM-killed process, or fail like a bug, when the payload says so."""
+    crash, error = rt.settings.chaos_crash_marker, rt.settings.chaos_error_marker
+    if not (crash or error):
+        return
+    payload = msgspec.json.encode(job.payload).decode()
+    if crash and crash in payload:
         logger.error("chaos marker found: exiting abruptly")
         os._exit(137)
+    if error and error in payload:
+        raise RuntimeError("chaos marker found: failing like an infrastructure error")
 
 
 async def run_job(rt: Runtime, job_id: UUID) -> None:
@@ -75,38 +80,51 @@ async def run_job(rt: Runtime, job_id: UUID) -> None:
             logger.error("quarantined: {}", exc.message)
             await _settle(rt, job, Status.FAILED, [], error=error_body(exc))
             return
-        _chaos_crash(rt, job)
-        await rt.events.publish(job.id, job.owner_id, EventType.STARTED,
-                                {"attempt": job.attempts, "worker": rt.worker_id})
-        if job.attempts > 1 and job.payload.get("stream"):
-            # A previous claim may have streamed part of an answer before its worker died.
-            await rt.events.publish(job.id, job.owner_id, EventType.RESET, {"reason": "reclaimed"})
         attempts: list[store.AttemptRow] = []
         lease = asyncio.create_task(_keep_lease(rt, job))
-        work = asyncio.ensure_future(HANDLERS[job.kind](rt, job, attempts))
-        rt.cancels.register(job.id, work)
         try:
+            await _announce_start(rt, job)
+            work = asyncio.ensure_future(HANDLERS[job.kind](rt, job, attempts))
+            rt.cancels.register(job.id, work)
             result = await work
-        except ProviderError as exc:
+        except SwitchyardError as exc:
+            # Provider failures, and requests that can no longer be served (e.g. the model was
+            # removed from the routes while the job waited): final, not worth a retry.
             logger.warning("job failed: {}", exc.message)
             await _settle(rt, job, Status.FAILED, attempts, error=error_body(exc))
             return
         except asyncio.CancelledError:
-            if not rt.cancels.was_cancelled(job.id):
-                raise  # shutdown, not a cancel request
-            logger.info("job cancelled while running")
-            await _record_attempts(rt, job, attempts)
-            metrics.JOBS.labels(kind=job.kind, status="cancelled").inc()
-            return
+            if rt.cancels.was_cancelled(job.id):
+                logger.info("job cancelled while running")
+                await _record_attempts(rt, job, attempts)
+                metrics.JOBS.labels(kind=job.kind, status="cancelled").inc()
+                return
+            await _hand_back(rt, job)  # shutdown, not a cancel request
+            raise
         except BaseException:
-            # Infrastructure trouble or shutdown: hand the job back and let Dramatiq retry.
-            with contextlib.suppress(Exception):
-                await store.release(rt.pool, job.id, job.attempts)
+            # Infrastructure trouble: hand the job back and let Dramatiq retry the message.
+            await _hand_back(rt, job)
             raise
         finally:
             rt.cancels.unregister(job.id)
             lease.cancel()
         await _settle(rt, job, Status.SUCCEEDED, attempts, result=msgspec.to_builtins(result))
+
+
+async def _announce_start(rt: Runtime, job: store.JobRow) -> None:
+    """Publish `started` (and `reset` for a reclaimed stream), after the chaos hooks had their say."""
+    _chaos(rt, job)
+    await rt.events.publish(job.id, job.owner_id, EventType.STARTED,
+                            {"attempt": job.attempts, "worker": rt.worker_id})
+    if job.attempts > 1 and job.payload.get("stream"):
+        # A previous claim may have streamed part of an answer before its worker died.
+        await rt.events.publish(job.id, job.owner_id, EventType.RESET, {"reason": "reclaimed"})
+
+
+async def _hand_back(rt: Runtime, job: store.JobRow) -> None:
+    """Return a job this worker cannot finish to the queue (best effort: the lease expires anyway)."""
+    with contextlib.suppress(Exception):
+        await store.release(rt.pool, job.id, job.attempts)
 
 
 async def _record_attempts(rt: Runtime, job: store.JobRow, attempts: list[store.AttemptRow]) -> None:

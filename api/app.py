@@ -11,6 +11,7 @@ from litestar.channels.backends.redis import RedisChannelsPubSubBackend
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from loguru import logger
 
 from api.auth import provide_principal, provide_services
 from api.errors import problem_handler
@@ -31,13 +32,15 @@ from jobs.logging import setup_logging
 from jobs.ratelimit import RateLimiter
 from jobs.redis import async_client
 from jobs.routes import load_routes
-from jobs.settings import Settings, get_settings
+from jobs.settings import DEV_JWT_SECRET, Settings, get_settings
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the API for `settings` (default: from the environment)."""
     settings = settings or get_settings()
     setup_logging(settings, "api")
+    if settings.jwt_secret == DEV_JWT_SECRET:
+        logger.warning("SWITCHYARD_JWT_SECRET is the development default: set a secret before exposing this API")
     routes = load_routes(settings)
     redis = async_client(settings.redis_url or "redis://unset")
     channels = ChannelsPlugin(

@@ -18,6 +18,7 @@ from litestar.exceptions import NotAuthorizedException
 
 from api.errors import ApiError
 from api.limits import spend_request
+from api.middleware import add_response_header
 from api.state import Services
 from jobs.accounts import KEY_PREFIX, Principal, principal_for_key, principal_for_user
 from jobs.tokens import InvalidToken, decode_access_token
@@ -40,12 +41,6 @@ def provide_services(state: State) -> Services:
 def client_ip(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     """The peer address of the connection (the ASGI scope's client; no forwarding headers are trusted)."""
     return connection.client.host if connection.client else "unknown"
-
-
-def add_response_header(connection: ASGIConnection[Any, Any, Any, Any], name: str, value: str) -> None:
-    """A header for the response, whatever its status (the request-id middleware adds it)."""
-    state = connection.scope.setdefault("state", {})
-    state.setdefault("response_headers", {})[name] = value
 
 
 def _refuse(connection: ASGIConnection[Any, Any, Any, Any], code: str, message: str) -> Unauthenticated:

@@ -14,6 +14,7 @@ from typing import Any
 from litestar.connection import ASGIConnection
 
 from api.errors import ApiError
+from api.middleware import add_response_header
 from api.state import Services
 from jobs.accounts import Principal
 
@@ -34,13 +35,9 @@ async def spend_request(connection: ASGIConnection[Any, Any, Any, Any], services
         return
     subject = f"key:{principal.key_id}" if principal.key_id else f"user:{principal.user_id}"
     budget = await services.limiter.spend(subject, rpm=limit)
-    headers = {
-        "RateLimit-Limit": str(limit),
-        "RateLimit-Remaining": str(budget.remaining),
-        "RateLimit-Reset": str(math.ceil(budget.reset)),
-    }
-    # The request-id middleware copies these onto the response, whatever its status.
-    connection.scope.setdefault("state", {})["response_headers"] = headers
+    add_response_header(connection, "RateLimit-Limit", str(limit))
+    add_response_header(connection, "RateLimit-Remaining", str(budget.remaining))
+    add_response_header(connection, "RateLimit-Reset", str(math.ceil(budget.reset)))
     if budget.wait > 0:
         raise ApiError(429, "rate_limited", f"more than {limit} requests per minute for this key; "
                        f"retry in {math.ceil(budget.wait)} s", retry_after=math.ceil(budget.wait))

@@ -7,6 +7,7 @@ import secrets
 import time
 from typing import Any
 
+from litestar.connection import ASGIConnection
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from loguru import logger
 
@@ -15,6 +16,12 @@ from jobs import metrics
 _VALID_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 #: Paths polled by orchestrators; logged at DEBUG so they don't drown real traffic.
 _QUIET = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def add_response_header(connection: ASGIConnection[Any, Any, Any, Any], name: str, value: str) -> None:
+    """A header for the response, whatever its status or whoever builds it (this middleware adds it)."""
+    state = connection.scope.setdefault("state", {})
+    state.setdefault("response_headers", {})[name] = value
 
 
 def request_id_middleware(app: ASGIApp) -> ASGIApp:

@@ -17,6 +17,10 @@ import msgspec
 ROOT = Path(__file__).resolve().parent.parent
 
 
+#: The development default of `jwt_secret`; the API warns when it runs with it.
+DEV_JWT_SECRET = "dev-only-insecure-jwt-secret-change-me"
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Every tunable of Switchyard; each field maps to one env var (see `ENV`)."""
 
@@ -85,7 +89,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     # Accounts and auth.
     #: HMAC key of access tokens (JWT HS256). Set it in production; the default is for development only.
-    jwt_secret: str = "dev-only-insecure-jwt-secret-change-me"
+    jwt_secret: str = DEV_JWT_SECRET
     access_token_ttl_seconds: int = 900
     refresh_token_ttl_seconds: int = 30 * 86_400
     #: Failed logins before an account / an IP address is locked out for `login_lockout_seconds`.

@@ -32,13 +32,13 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 from loguru import logger
 
 from api.errors import ApiError
-from api.routes.jobs import MAX_IDEMPOTENCY_KEY
+from api.idempotency import accepted_job, fingerprint
 from api.schemas import JobView
 from api.state import Services
 from jobs.accounts import Principal
 from jobs.audit import audit
 from jobs.broker import wake_channel
-from jobs.enqueue import request_fingerprint, submit
+from jobs.enqueue import submit
 from jobs.ids import uuid7
 from jobs.payments import Credits, GrantInput
 from jobs.states import Kind, Queue
@@ -217,33 +217,24 @@ class AdminController(Controller):
         same key with a different body is 409 `idempotency_conflict`. An unknown
         user is 404 `user_not_found`.
         """
-        if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
-            raise ApiError(400, "invalid_idempotency_key",
-                           f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} characters")
+        bound_to = fingerprint(idempotency_key, data)
         async with services.pool.connection() as conn:
             cur = await conn.execute("SELECT 1 FROM users WHERE id = %s", (data.user_id,))
             if await cur.fetchone() is None:
                 raise ApiError(404, "user_not_found", f"no user {data.user_id}")
         spec = GrantInput(user_id=data.user_id, credits=data.credits, reason=data.reason,
                           reference=f"grant:{uuid7()}", granted_by=admin.user_id)
-        fingerprint = request_fingerprint(msgspec.json.encode(data)) if idempotency_key else None
         outcome = await submit(services.pool, services.broker, services.events, owner_id=admin.user_id,
                                kind=Kind.BILLING_GRANT, queue=Queue.BILLING, payload=msgspec.to_builtins(spec),
-                               idempotency_key=idempotency_key, fingerprint=fingerprint,
+                               idempotency_key=idempotency_key, fingerprint=bound_to,
                                max_attempts=services.settings.max_attempts)
-        if not outcome.created and (outcome.job.request_hash != fingerprint
-                                    or outcome.job.kind != Kind.BILLING_GRANT):
-            raise ApiError(409, "idempotency_conflict",
-                           "this Idempotency-Key was already used with a different request body")
-        headers = {"Location": f"/v1/jobs/{outcome.job.id}"}
+        response = accepted_job(outcome, bound_to, Kind.BILLING_GRANT)
         if outcome.created:
             async with services.pool.connection() as conn:
                 await audit(conn, "admin.grant", actor_id=admin.user_id, target=str(data.user_id),
                             ip=request.client.host if request.client else None, job_id=str(outcome.job.id),
                             credits=data.credits, reason=data.reason, reference=spec.reference)
-        else:
-            headers["Idempotent-Replayed"] = "true"
-        return Response(JobView.of(outcome.job), status_code=HTTP_202_ACCEPTED, headers=headers)
+        return response
 
     @get("/queues", summary="Queues: depth, in flight, delayed, dead letters, jobs")
     async def queues(self, services: Services, admin: Principal) -> QueueList:

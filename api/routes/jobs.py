@@ -11,18 +11,17 @@ from litestar.params import Parameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from api.errors import ApiError
+from api.idempotency import accepted_job, fingerprint
 from api.schemas import CreateJob, JobList, JobView
 from api.state import Services
 from jobs import credits, store
 from jobs.accounts import Principal
-from jobs.enqueue import request_fingerprint, submit
+from jobs.enqueue import submit
 from jobs.errors import NotFound
 from jobs.events import CANCEL_CHANNEL
 from jobs.ids import uuid7
 from jobs.kinds import queue_for
 from jobs.states import EventType, Kind, Status
-
-MAX_IDEMPOTENCY_KEY = 255
 
 
 def parse_id(value: str, what: str = "job") -> UUID:
@@ -72,22 +71,18 @@ class JobController(Controller):
         With `Idempotency-Key`, the same key and body return the original job; the
         same key with a different body is 409 `idempotency_conflict`.
         """
-        if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
-            raise ApiError(
-                400, "invalid_idempotency_key", f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} characters"
-            )
+        bound_to = fingerprint(idempotency_key, data)
         prompt_chars, limit = sum(len(m.content) for m in data.input.messages), services.settings.max_prompt_chars
         if prompt_chars > limit:
             raise ApiError(413, "prompt_too_large", f"messages total {prompt_chars} characters; the limit is {limit}")
         route = services.routes.resolve(data.input.model)
-        fingerprint = request_fingerprint(msgspec.json.encode(data)) if idempotency_key else None
         job_id = uuid7()
         await admit(services, principal, job_id)
         try:
             outcome = await submit(
                 services.pool, services.broker, services.events, owner_id=principal.user_id,
                 kind=Kind.CHAT_COMPLETION, queue=queue_for(data), payload=msgspec.to_builtins(data.input),
-                metadata=data.metadata, idempotency_key=idempotency_key, fingerprint=fingerprint,
+                metadata=data.metadata, idempotency_key=idempotency_key, fingerprint=bound_to,
                 max_attempts=services.settings.max_attempts,
                 reserve=credits.worst_case(data.input, route), model=data.input.model, job_id=job_id,
             )
@@ -96,13 +91,7 @@ class JobController(Controller):
             raise
         if not outcome.created:
             await services.inflight.done(principal.user_id, job_id)
-        if not outcome.created and outcome.job.request_hash != fingerprint:
-            raise ApiError(409, "idempotency_conflict",
-                           "this Idempotency-Key was already used with a different request body")
-        headers = {"Location": f"/v1/jobs/{outcome.job.id}"}
-        if not outcome.created:
-            headers["Idempotent-Replayed"] = "true"
-        return Response(JobView.of(outcome.job), status_code=HTTP_202_ACCEPTED, headers=headers)
+        return accepted_job(outcome, bound_to, Kind.CHAT_COMPLETION)
 
     @get(summary="List your jobs")
     async def list(

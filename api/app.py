@@ -16,7 +16,7 @@ from loguru import logger
 from api.auth import provide_principal, provide_services
 from api.errors import problem_handler
 from api.middleware import request_id_middleware
-from api.routes import admin, auth, billing, credits, keys
+from api.routes import admin, auth, billing, credits, keys, openai_compat
 from api.routes.health import healthz, readyz
 from api.routes.jobs import JobController
 from api.routes.metrics import prometheus_metrics
@@ -68,7 +68,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     return Litestar(
         route_handlers=[healthz, readyz, prometheus_metrics, JobController, list_models, job_stream, job_sse,
-                        all_events, *auth.ROUTES, *keys.ROUTES, *credits.ROUTES, *billing.ROUTES, *admin.ROUTES],
+                        all_events, *auth.ROUTES, *keys.ROUTES, *credits.ROUTES, *billing.ROUTES, *admin.ROUTES,
+                        *openai_compat.ROUTES],
         dependencies={"services": Provide(provide_services, sync_to_thread=False),
                       "principal": Provide(provide_principal)},
         plugins=[channels],

@@ -16,11 +16,11 @@ from api.schemas import CreateJob, JobList, JobView
 from api.state import Services
 from jobs import credits, store
 from jobs.accounts import Principal
-from jobs.enqueue import submit
+from jobs.enqueue import Submitted, submit
 from jobs.errors import NotFound
 from jobs.events import CANCEL_CHANNEL
 from jobs.ids import uuid7
-from jobs.kinds import queue_for
+from jobs.kinds import ChatCompletionJob, queue_for
 from jobs.states import EventType, Kind, Status
 
 
@@ -51,6 +51,31 @@ async def admit(services: Services, principal: Principal, job_id: UUID) -> None:
                        f"you already have {limit} jobs queued or running; wait for one to finish", limit=limit)
 
 
+async def submit_chat(services: Services, principal: Principal, request: ChatCompletionJob,
+                      idempotency_key: str | None = None, bound_to: bytes | None = None) -> Submitted:
+    """Check limits, reserve credits and enqueue a chat completion (native and OpenAI-compatible routes)."""
+    prompt_chars, limit = sum(len(m.content) for m in request.input.messages), services.settings.max_prompt_chars
+    if prompt_chars > limit:
+        raise ApiError(413, "prompt_too_large", f"messages total {prompt_chars} characters; the limit is {limit}")
+    route = services.routes.resolve(request.input.model)
+    job_id = uuid7()
+    await admit(services, principal, job_id)
+    try:
+        outcome = await submit(
+            services.pool, services.broker, services.events, owner_id=principal.user_id,
+            kind=Kind.CHAT_COMPLETION, queue=queue_for(request), payload=msgspec.to_builtins(request.input),
+            metadata=request.metadata, idempotency_key=idempotency_key, fingerprint=bound_to,
+            max_attempts=services.settings.max_attempts,
+            reserve=credits.worst_case(request.input, route), model=request.input.model, job_id=job_id,
+        )
+    except BaseException:
+        await services.inflight.done(principal.user_id, job_id)
+        raise
+    if not outcome.created:
+        await services.inflight.done(principal.user_id, job_id)
+    return outcome
+
+
 class JobController(Controller):
     """Native job API."""
 
@@ -72,25 +97,7 @@ class JobController(Controller):
         same key with a different body is 409 `idempotency_conflict`.
         """
         bound_to = fingerprint(idempotency_key, data)
-        prompt_chars, limit = sum(len(m.content) for m in data.input.messages), services.settings.max_prompt_chars
-        if prompt_chars > limit:
-            raise ApiError(413, "prompt_too_large", f"messages total {prompt_chars} characters; the limit is {limit}")
-        route = services.routes.resolve(data.input.model)
-        job_id = uuid7()
-        await admit(services, principal, job_id)
-        try:
-            outcome = await submit(
-                services.pool, services.broker, services.events, owner_id=principal.user_id,
-                kind=Kind.CHAT_COMPLETION, queue=queue_for(data), payload=msgspec.to_builtins(data.input),
-                metadata=data.metadata, idempotency_key=idempotency_key, fingerprint=bound_to,
-                max_attempts=services.settings.max_attempts,
-                reserve=credits.worst_case(data.input, route), model=data.input.model, job_id=job_id,
-            )
-        except BaseException:
-            await services.inflight.done(principal.user_id, job_id)
-            raise
-        if not outcome.created:
-            await services.inflight.done(principal.user_id, job_id)
+        outcome = await submit_chat(services, principal, data, idempotency_key, bound_to)
         return accepted_job(outcome, bound_to, Kind.CHAT_COMPLETION)
 
     @get(summary="List your jobs")

@@ -263,19 +263,19 @@ async def release(pool: AsyncConnectionPool, job_id: UUID, attempt: int) -> bool
         return cur.rowcount == 1
 
 
-async def record_attempt(conn: AsyncConnection[Any], job_id: UUID, attempt: AttemptRow) -> None:
-    """Append one provider call to the job's attempt log."""
-    await conn.execute(
-        f"""
-        INSERT INTO job_attempts (job_id, {_ATTEMPT_COLUMNS})
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)
-        """,
-        (
-            job_id, attempt.attempt, attempt.provider, attempt.model, attempt.started_at,
-            attempt.latency_ms, attempt.ttft_ms, attempt.outcome, attempt.error_code,
-            attempt.error_message, _json(attempt.usage),
-        ),
-    )
+async def record_attempts(conn: AsyncConnection[Any], job_id: UUID, attempts: list[AttemptRow]) -> None:
+    """Append provider calls to the job's attempt log (one round trip for all of them)."""
+    if not attempts:
+        return
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            f"""
+            INSERT INTO job_attempts (job_id, {_ATTEMPT_COLUMNS})
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)
+            """,
+            [(job_id, a.attempt, a.provider, a.model, a.started_at, a.latency_ms, a.ttft_ms, a.outcome,
+              a.error_code, a.error_message, _json(a.usage)) for a in attempts],
+        )
 
 
 async def due_for_resend(

@@ -96,7 +96,8 @@ async def run_job(rt: Runtime, job_id: UUID) -> None:
         except asyncio.CancelledError:
             if rt.cancels.was_cancelled(job.id):
                 logger.info("job cancelled while running")
-                await _record_attempts(rt, job, attempts)
+                async with rt.pool.connection() as conn:
+                    await store.record_attempts(conn, job.id, attempts)
                 metrics.JOBS.labels(kind=job.kind, status="cancelled").inc()
                 return
             await _hand_back(rt, job)  # shutdown, not a cancel request
@@ -127,12 +128,6 @@ async def _hand_back(rt: Runtime, job: store.JobRow) -> None:
         await store.release(rt.pool, job.id, job.attempts)
 
 
-async def _record_attempts(rt: Runtime, job: store.JobRow, attempts: list[store.AttemptRow]) -> None:
-    async with rt.pool.connection() as conn, conn.transaction():
-        for attempt in attempts:
-            await store.record_attempt(conn, job.id, attempt)
-
-
 async def _settle(
     rt: Runtime,
     job: store.JobRow,
@@ -150,8 +145,7 @@ async def _settle(
             # Cancelled meanwhile, or our lease expired and another worker took over.
             logger.info("outcome discarded: the job is no longer ours")
             return
-        for attempt in attempts:
-            await store.record_attempt(conn, job.id, attempt)
+        await store.record_attempts(conn, job.id, attempts)
         charge = _charge(rt, job, result) if status is Status.SUCCEEDED else 0
         await credits.settle(conn, job.owner_id, job.id, job.reserved_credits, charge,
                              str(job.payload.get("model") or job.kind))

@@ -114,18 +114,18 @@ class RouteRun:
             raise DeadlineExceeded("the job's deadline passed")
         granted = await self.breakers.allow(name, probe_timeout_seconds=target.timeout_seconds)
         await self._spend_budget(target, name)
-        emitted: list[str] = []
         try:
             outcome = await call_target(
                 self.rt, self.job, target, self.spec, self.attempts,
-                on_delta=self._delta_sink(emitted) if self.spec.stream else None,
+                on_delta=self._publish_delta if self.spec.stream else None,
                 timeout=min(target.timeout_seconds, self.remaining()),
             )
         except ProviderError as exc:
             if isinstance(exc, ProviderOverloaded) and await self.breakers.failure(name, granted):
                 metrics.CIRCUIT_OPENED.labels(target=name).inc()
                 logger.warning("circuit opened for {}", name)
-            if emitted:
+            # call_target records partial usage on a failed attempt exactly when it streamed text.
+            if self.attempts and self.attempts[-1].usage is not None:
                 await self.publish(EventType.RESET, {"target": name, "reason": exc.code})
             raise
         await self.breakers.success(name, granted)
@@ -141,11 +141,8 @@ class RouteRun:
                 raise RateLimited(f"{name} is at its rate limit for {wait:.1f}s more", target=name)
             await asyncio.sleep(wait)
 
-    def _delta_sink(self, emitted: list[str]) -> Callable[[str], Awaitable[None]]:
-        async def on_delta(text: str) -> None:
-            emitted.append(text)
-            await self.publish(EventType.DELTA, {"text": text})
-        return on_delta
+    async def _publish_delta(self, text: str) -> None:
+        await self.publish(EventType.DELTA, {"text": text})
 
     def _should_retry(self, exc: BaseException) -> bool:
         if not isinstance(exc, ProviderOverloaded):

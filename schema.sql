@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     queue           text NOT NULL,
     status          text NOT NULL DEFAULT 'queued'
                     CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),
-    payload         jsonb NOT NULL,
+    -- The job's input (jobs/kinds.py); what the client sent for its kind.
+    input           jsonb NOT NULL,
     metadata        jsonb,
     result          jsonb,
     error           jsonb,
@@ -60,6 +61,15 @@ CREATE INDEX IF NOT EXISTS jobs_owner_kind ON jobs (owner_id, kind, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_live ON jobs (status, enqueued_at) WHERE status IN ('queued', 'running');
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (owner_id, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
+
+-- Databases created before the column was named for what it holds.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM information_schema.columns
+               WHERE table_schema = current_schema() AND table_name = 'jobs' AND column_name = 'payload') THEN
+        ALTER TABLE jobs RENAME COLUMN payload TO input;
+    END IF;
+END $$;
 
 CREATE TABLE IF NOT EXISTS job_attempts (
     id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

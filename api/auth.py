@@ -14,22 +14,12 @@ from typing import Any
 
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
-from litestar.exceptions import NotAuthorizedException
 
-from api.errors import ApiError
 from api.limits import spend_request
-from api.middleware import add_response_header
 from api.state import Services
 from jobs.accounts import KEY_PREFIX, Principal, principal_for_key, principal_for_user
-from jobs.tokens import InvalidToken, decode_access_token
-
-
-# `extra` is a dict on both sides; only litestar annotates it more loosely.
-class Unauthenticated(ApiError, NotAuthorizedException):  # type: ignore[misc]
-    """401 with a stable code; a NotAuthorizedException too, so WebSocket routes refuse it like any 401."""
-
-    def __init__(self, code: str, message: str) -> None:
-        ApiError.__init__(self, 401, code, message)
+from jobs.errors import Forbidden, InvalidApiKey, InvalidToken, Unauthenticated
+from jobs.tokens import decode_access_token
 
 
 def provide_services(state: State) -> Services:
@@ -43,11 +33,6 @@ def client_ip(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     return connection.client.host if connection.client else "unknown"
 
 
-def _refuse(connection: ASGIConnection[Any, Any, Any, Any], code: str, message: str) -> Unauthenticated:
-    add_response_header(connection, "WWW-Authenticate", 'Bearer error="invalid_token"')
-    return Unauthenticated(code, message)
-
-
 def _bearer(connection: ASGIConnection[Any, Any, Any, Any], allow_query: bool) -> str | None:
     header = connection.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -58,21 +43,18 @@ def _bearer(connection: ASGIConnection[Any, Any, Any, Any], allow_query: bool) -
     return None
 
 
-async def _principal(connection: ASGIConnection[Any, Any, Any, Any], services: Services, token: str) -> Principal:
+async def _principal(services: Services, token: str) -> Principal:
     if token.startswith(KEY_PREFIX):
         async with services.pool.connection() as conn:
             principal = await principal_for_key(conn, token)
         if principal is None:
-            raise _refuse(connection, "invalid_api_key", "invalid or revoked API key")
+            raise InvalidApiKey("invalid or revoked API key")
         return principal
-    try:
-        claims = decode_access_token(services.settings, token)
-    except InvalidToken as exc:
-        raise _refuse(connection, exc.code, exc.message) from None
+    claims = decode_access_token(services.settings, token)
     async with services.pool.connection() as conn:
         principal = await principal_for_user(conn, claims.user_id)
     if principal is None:
-        raise _refuse(connection, "invalid_token", "the token's user no longer exists or is disabled")
+        raise InvalidToken("the token's user no longer exists or is disabled")
     return principal
 
 
@@ -81,8 +63,8 @@ async def authenticate(connection: ASGIConnection[Any, Any, Any, Any], services:
     """The caller, or 401."""
     token = _bearer(connection, allow_query)
     if not token:
-        raise NotAuthorizedException("missing credentials: send `Authorization: Bearer <API key or access token>`")
-    principal = await _principal(connection, services, token)
+        raise Unauthenticated("missing credentials: send `Authorization: Bearer <API key or access token>`")
+    principal = await _principal(services, token)
     await spend_request(connection, services, principal)
     return principal
 
@@ -95,3 +77,10 @@ async def provide_principal(request: ASGIConnection[Any, Any, Any, Any], service
 async def provide_stream_principal(request: ASGIConnection[Any, Any, Any, Any], services: Services) -> Principal:
     """Dependency for streaming routes: header, or `?access_token=`."""
     return await authenticate(request, services, allow_query=True)
+
+
+async def provide_admin(principal: Principal) -> Principal:
+    """Dependency: the caller, if an admin; else 403 `forbidden`."""
+    if not principal.is_admin:
+        raise Forbidden("admin role required")
+    return principal

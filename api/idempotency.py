@@ -13,9 +13,9 @@ import msgspec
 from litestar import Response
 from litestar.status_codes import HTTP_202_ACCEPTED
 
-from api.errors import ApiError
-from api.schemas import JobView
+from api.views import JobView
 from jobs.enqueue import Submitted, request_fingerprint
+from jobs.errors import IdempotencyConflict, InvalidIdempotencyKey
 
 MAX_IDEMPOTENCY_KEY = 255
 
@@ -25,15 +25,14 @@ def fingerprint(key: str | None, data: Any) -> bytes | None:
     if key is None:
         return None
     if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
-        raise ApiError(400, "invalid_idempotency_key", f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} characters")
+        raise InvalidIdempotencyKey(f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} characters")
     return request_fingerprint(msgspec.json.encode(data))
 
 
 def accepted_job(outcome: Submitted, fingerprint: bytes | None, kind: str) -> Response[JobView]:
     """The 202 for a submitted job, or 409 when its key was used for something else."""
     if not outcome.created and (outcome.job.request_hash != fingerprint or outcome.job.kind != kind):
-        raise ApiError(409, "idempotency_conflict",
-                       "this Idempotency-Key was already used with a different request body")
+        raise IdempotencyConflict("this Idempotency-Key was already used with a different request body")
     headers = {"Location": f"/v1/jobs/{outcome.job.id}"}
     if not outcome.created:
         headers["Idempotent-Replayed"] = "true"

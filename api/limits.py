@@ -13,10 +13,10 @@ from typing import Any
 
 from litestar.connection import ASGIConnection
 
-from api.errors import ApiError
 from api.middleware import add_response_header
 from api.state import Services
 from jobs.accounts import Principal
+from jobs.errors import TooManyRequests
 
 
 def requests_per_minute(services: Services, principal: Principal) -> int:
@@ -39,5 +39,5 @@ async def spend_request(connection: ASGIConnection[Any, Any, Any, Any], services
     add_response_header(connection, "RateLimit-Remaining", str(budget.remaining))
     add_response_header(connection, "RateLimit-Reset", str(math.ceil(budget.reset)))
     if budget.wait > 0:
-        raise ApiError(429, "rate_limited", f"more than {limit} requests per minute for this key; "
-                       f"retry in {math.ceil(budget.wait)} s", retry_after=math.ceil(budget.wait))
+        raise TooManyRequests(f"more than {limit} requests per minute for this key; "
+                              f"retry in {math.ceil(budget.wait)} s", retry_after=math.ceil(budget.wait))

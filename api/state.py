@@ -4,26 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from psycopg_pool import AsyncConnectionPool
-from redis.asyncio import Redis
-
 from jobs.broker import WakeupRedisBroker
-from jobs.events import EventLog
-from jobs.inflight import InFlight
+from jobs.catalog import Catalog
+from jobs.clients import Clients
 from jobs.ratelimit import RateLimiter
-from jobs.routes import Routes
-from jobs.settings import Settings
 
 
 @dataclass
-class Services:
-    """Per-process clients shared by every request."""
+class Services(Clients):
+    """Per-process clients shared by every request: the common ones, plus the broker, catalogue and limiter."""
 
-    settings: Settings
-    pool: AsyncConnectionPool
-    redis: Redis
     broker: WakeupRedisBroker
-    events: EventLog
-    routes: Routes
+    catalog: Catalog
     limiter: RateLimiter
-    inflight: InFlight

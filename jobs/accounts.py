@@ -13,7 +13,7 @@ from psycopg import AsyncConnection
 
 from jobs.audit import audit
 from jobs.credits import credit
-from jobs.errors import Conflict
+from jobs.errors import EmailTaken
 from jobs.ids import uuid7
 
 #: Every secret key starts with this, so leaked keys are easy to scan for.
@@ -23,12 +23,6 @@ SHOWN_KEY_CHARS = len(KEY_PREFIX) + 4
 #: A sane address: one @, no spaces, a dot in the domain. Deliverability is not our business.
 EMAIL_PATTERN = r"^[^@\s]{1,64}@[^@\s]+\.[^@\s.]{2,}$"
 MAX_EMAIL = 254
-
-
-class EmailTaken(Conflict):
-    """A user with this email (case-insensitively) already exists."""
-
-    code = "email_taken"
 
 
 class Principal(msgspec.Struct, frozen=True, kw_only=True):
@@ -141,6 +135,12 @@ async def find_user(conn: AsyncConnection[Any], email: str) -> UUID | None:
     cur = await conn.execute("SELECT id FROM users WHERE lower(email) = lower(%s)", (email.strip(),))
     row = await cur.fetchone()
     return row[0] if row else None
+
+
+async def user_exists(conn: AsyncConnection[Any], user_id: UUID) -> bool:
+    """Whether a user with this id exists."""
+    cur = await conn.execute("SELECT 1 FROM users WHERE id = %s", (user_id,))
+    return await cur.fetchone() is not None
 
 
 async def get_user(conn: AsyncConnection[Any], user_id: UUID) -> User | None:

@@ -17,28 +17,31 @@ drive a balance negative.
 from __future__ import annotations
 
 import math
+from datetime import date, datetime
 from typing import Any, Literal
 from uuid import UUID
 
+import msgspec
 from psycopg import AsyncConnection
+from psycopg.rows import kwargs_row
+from psycopg_pool import AsyncConnectionPool
 
-from jobs.errors import SwitchyardError
-from jobs.kinds import ChatCompletionInput
-from jobs.routes import Route, Target
+from jobs.catalog import Route, Target
+from jobs.errors import InsufficientCredits
+from jobs.kinds import ChatCompletionInput, Usage
+from jobs.store import JobRow
 
 CreditKind = Literal["grant", "topup", "refund"]
 
 
-class InsufficientCredits(SwitchyardError):
-    """The balance cannot cover the job's worst-case cost."""
-
-    code = "insufficient_credits"
-    status = 402
+def ledger_model(job: JobRow) -> str:
+    """What a job's ledger rows are labelled with: its model, or its kind when it has none."""
+    return str(job.input.get("model") or job.kind)
 
 
-def estimate_prompt_tokens(spec: ChatCompletionInput) -> int:
+def estimate_prompt_tokens(input: ChatCompletionInput) -> int:
     """A deliberately generous prompt estimate for reservations (~3 characters per token + overhead)."""
-    return sum(math.ceil(len(m.content) / 3) + 8 for m in spec.messages)
+    return sum(math.ceil(len(m.content) / 3) + 8 for m in input.messages)
 
 
 def cost(prompt_tokens: int, completion_tokens: int, input_price: int, output_price: int) -> int:
@@ -46,17 +49,16 @@ def cost(prompt_tokens: int, completion_tokens: int, input_price: int, output_pr
     return -(-(prompt_tokens * input_price + completion_tokens * output_price) // 1_000_000)
 
 
-def worst_case(spec: ChatCompletionInput, route: Route) -> int:
+def worst_case(input: ChatCompletionInput, route: Route) -> int:
     """The most a chat completion can cost on any target of its route (what is reserved)."""
-    targets = route.targets if spec.fallback else route.targets[:1]
-    prompt = estimate_prompt_tokens(spec)
-    return max(cost(prompt, min(spec.max_tokens, t.max_output), t.input_price, t.output_price) for t in targets)
+    targets = route.targets if input.fallback else route.targets[:1]
+    prompt = estimate_prompt_tokens(input)
+    return max(cost(prompt, min(input.max_tokens, t.max_output), t.input_price, t.output_price) for t in targets)
 
 
-def actual(usage: dict[str, Any], target: Target) -> int:
+def actual(usage: Usage, target: Target) -> int:
     """What a finished completion costs at the prices of the target that served it."""
-    return cost(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)),
-                target.input_price, target.output_price)
+    return cost(usage.prompt_tokens, usage.completion_tokens, target.input_price, target.output_price)
 
 
 async def ensure_account(conn: AsyncConnection[Any], user_id: UUID) -> None:
@@ -173,3 +175,89 @@ async def balance_of(conn: AsyncConnection[Any], user_id: UUID) -> int:
     cur = await conn.execute("SELECT balance FROM credit_accounts WHERE user_id = %s", (user_id,))
     row = await cur.fetchone()
     return int(row[0]) if row else 0
+
+
+async def held(conn: AsyncConnection[Any], job_id: UUID) -> int:
+    """What a job's reservation holds, from its `reserve` row (the job's own column is a copy)."""
+    cur = await conn.execute("SELECT amount FROM credit_ledger WHERE job_id = %s AND kind = 'reserve'", (job_id,))
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+# --- Reading the ledger -----------------------------------------------------------------------------------------
+
+
+class Balance(msgspec.Struct, frozen=True, kw_only=True):
+    """Credits available, and held by unfinished jobs."""
+
+    balance: int
+    reserved: int
+    object: str = "credit_balance"
+
+
+class Entry(msgspec.Struct, frozen=True, kw_only=True):
+    """One ledger entry."""
+
+    id: int
+    kind: str
+    amount: int
+    balance_after: int
+    created_at: datetime
+    job_id: UUID | None = None
+    reference: str | None = None
+    model: str | None = None
+    note: str | None = None
+
+
+class UsageRow(msgspec.Struct, frozen=True, kw_only=True):
+    """Spend of one model on one day."""
+
+    day: date
+    model: str
+    jobs: int
+    prompt_tokens: int
+    completion_tokens: int
+    credits: int
+
+
+async def account(pool: AsyncConnectionPool, user_id: UUID) -> Balance:
+    """A user's available and reserved credits (zero for a user without an account yet)."""
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT balance, reserved FROM credit_accounts WHERE user_id = %s", (user_id,))
+        row = await cur.fetchone()
+    return Balance(balance=row[0] if row else 0, reserved=row[1] if row else 0)
+
+
+async def entries(pool: AsyncConnectionPool, user_id: UUID, *, before: int | None, limit: int) -> list[Entry]:
+    """A user's ledger, newest first; `before` is the cursor (the last id of the previous page)."""
+    async with pool.connection() as conn, conn.cursor(row_factory=kwargs_row(Entry)) as cur:
+        await cur.execute(
+            """
+            SELECT id, kind, amount, balance_after, created_at, job_id, reference, model, note
+            FROM credit_ledger
+            WHERE user_id = %s AND (%s::bigint IS NULL OR id < %s)
+            ORDER BY id DESC LIMIT %s
+            """,
+            (user_id, before, before, limit),
+        )
+        return await cur.fetchall()
+
+
+async def usage_by_day(pool: AsyncConnectionPool, user_id: UUID, start: date, end: date) -> list[UsageRow]:
+    """Jobs, tokens and credits charged per model per UTC day, for jobs finished in [start, end)."""
+    async with pool.connection() as conn, conn.cursor(row_factory=kwargs_row(UsageRow)) as cur:
+        await cur.execute(
+            """
+            SELECT (j.finished_at AT TIME ZONE 'UTC')::date AS day,
+                   coalesce(j.input->>'model', j.kind) AS model,
+                   count(*) AS jobs,
+                   coalesce(sum((j.usage->>'prompt_tokens')::bigint), 0)::bigint AS prompt_tokens,
+                   coalesce(sum((j.usage->>'completion_tokens')::bigint), 0)::bigint AS completion_tokens,
+                   coalesce(sum(j.charged_credits), 0)::bigint AS credits
+            FROM jobs j
+            WHERE j.owner_id = %s AND j.finished_at >= %s AND j.finished_at < %s AND j.charged_credits IS NOT NULL
+            GROUP BY 1, 2 ORDER BY 1, 2
+            """,
+            (user_id, start, end),
+        )
+        return await cur.fetchall()

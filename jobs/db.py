@@ -33,6 +33,12 @@ async def open_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> Async
     return pool
 
 
+async def ping(pool: AsyncConnectionPool) -> None:
+    """Raise unless PostgreSQL answers a trivial query."""
+    async with pool.connection() as conn:
+        await conn.execute("SELECT 1")
+
+
 def migrate(url: str) -> None:
     """Apply `schema.sql` (safe to repeat)."""
     sql = SCHEMA_PATH.read_text()

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
 from uuid import UUID
 
 import anyio.to_thread
 import dramatiq
+import msgspec
 from loguru import logger
-from psycopg_pool import AsyncConnectionPool
 
 from jobs import credits, metrics, store
 from jobs.broker import actor_name
-from jobs.events import EventLog
+from jobs.clients import Clients
 from jobs.ids import uuid7
+from jobs.kinds import Job
 from jobs.states import EventType
 
 
@@ -47,20 +47,14 @@ class Submitted:
 
 
 async def submit(
-    pool: AsyncConnectionPool,
+    clients: Clients,
     broker: dramatiq.Broker,
-    events: EventLog,
+    job: Job,
     *,
     owner_id: UUID,
-    kind: str,
-    queue: str,
-    payload: Any,
-    metadata: Any = None,
     idempotency_key: str | None = None,
     fingerprint: bytes | None = None,
-    max_attempts: int = 5,
     reserve: int = 0,
-    model: str | None = None,
     job_id: UUID | None = None,
 ) -> Submitted:
     """Create a job (reserving `reserve` credits in the same transaction) and enqueue it.
@@ -70,28 +64,29 @@ async def submit(
     Raises:
         InsufficientCredits: the balance cannot cover `reserve`; nothing was written.
     """
-    async with pool.connection() as conn, conn.transaction():
+    kind, queue = job.__struct_config__.tag, str(job.queue)
+    async with clients.pool.connection() as conn, conn.transaction():
         row, created = await store.insert_job(
             conn,
             job_id=job_id or uuid7(),
             owner_id=owner_id,
-            kind=kind,
+            kind=str(kind),
             queue=queue,
-            payload=payload,
-            metadata=metadata,
+            input=msgspec.to_builtins(job.input),
+            metadata=job.metadata,
             idempotency_key=idempotency_key,
             request_hash=fingerprint,
-            max_attempts=max_attempts,
+            max_attempts=clients.settings.max_attempts,
             reserved_credits=reserve,
         )
         if created and reserve > 0:
-            await credits.reserve(conn, owner_id, row.id, reserve, model or kind)
+            await credits.reserve(conn, owner_id, row.id, reserve, credits.ledger_model(row))
     if not created:
         return Submitted(row, created=False)
     metrics.JOBS_SUBMITTED.labels(kind=row.kind, queue=queue).inc()
     try:
         # `queued` is published before the send so it is always seq 1, ahead of `started`.
-        await events.publish(row.id, owner_id, EventType.QUEUED, {"queue": queue})
+        await clients.events.publish(row.id, owner_id, EventType.QUEUED, {"queue": queue})
         await anyio.to_thread.run_sync(send_job, broker, row.id, queue)
     except Exception:
         # The row is committed: the reconciler will send it. The 202 stands.

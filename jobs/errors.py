@@ -1,22 +1,57 @@
-"""Errors shared by the API and the workers.
+"""Every error Switchyard raises on purpose, for the API and the workers alike.
 
-    SwitchyardError                 base; `code` is stable and shown to clients
-    ├── NotFound                    the object does not exist *for this caller*
-    ├── Conflict                    e.g. an idempotency key reused with another body
-    ├── InvalidRequest              input that passed schema validation but is unusable
-    │   └── UnknownModel            the model is not in the routes file
-    ├── ProviderError               a provider call failed (workers/providers)
-    │   ├── ProviderOverloaded      429/5xx/timeouts/broken streams: retry this target, then fall back
-    │   ├── TargetUnavailable       skip this target without calling it: fall back at once
-    │   │   ├── CircuitOpen         the target's breaker is open (shared by every worker)
-    │   │   ├── RateLimited         the target's RPM/TPM budget is spent for now
-    │   │   └── ContextTooLong      the prompt does not fit this target's context window
-    │   └── ProviderRejected        the provider refused the request itself: fail fast
-    ├── AllTargetsFailed            every target of the route failed
-    ├── DeadlineExceeded            the job ran out of time
-    └── Quarantined                 the job crashed its worker too many times
+    SwitchyardError                   base; `code` is stable and shown to clients, `status` is the HTTP status
+    ├── Unauthenticated               401 unauthorized: no usable credentials
+    │   ├── InvalidApiKey             an unknown or revoked API key
+    │   ├── InvalidToken              a malformed, forged or expired access token
+    │   ├── InvalidRefreshToken       an unknown, revoked or expired refresh token
+    │   ├── RefreshTokenReused        a spent refresh token: its whole family is now revoked
+    │   └── InvalidCredentials        wrong email or password
+    ├── Forbidden                     403: the caller may not do this
+    │   └── AccountDisabled           the account is disabled
+    ├── NotFound                      404: the object does not exist *for this caller*
+    │   ├── UserNotFound              no such user (admin routes)
+    │   ├── QueueNotFound             no such queue (admin routes)
+    │   └── UnknownPaymentProvider    no webhook for this payment provider
+    ├── Conflict                      409: the request conflicts with the current state
+    │   ├── EmailTaken                a user with this email exists
+    │   ├── IdempotencyConflict       an Idempotency-Key reused with another body
+    │   └── JobFinished               the job already reached a final state
+    ├── InvalidRequest                422: well-formed input that cannot be served
+    │   ├── UnknownModel              404: the model is not in the catalogue
+    │   ├── InvalidIdempotencyKey     400: a malformed Idempotency-Key header
+    │   ├── InvalidSignature          400: a webhook whose signature is missing, wrong or too old
+    │   ├── InvalidPayload            400: a signed webhook whose body is not the expected event
+    │   └── PromptTooLarge            413: the messages are longer than the limit
+    ├── InsufficientCredits           402: the balance cannot cover the job's worst-case cost
+    ├── TooManyRequests               429 rate_limited: the caller's request budget is spent
+    │   ├── TooManyConcurrentJobs     the caller has too many unfinished jobs
+    │   └── LoginLocked               too many failed logins for the account or address
+    ├── ServiceUnavailable            503: a backing service is down for a moment
+    │   └── WebhookNotConfigured      the payment provider's webhook secret is not set
+    ├── JobFailed                     502: a job the request waited for failed (carries the job's own code)
+    ├── StreamReset                   502: an OpenAI-compatible stream's provider failed mid-answer
+    ├── ProviderError                 502: a provider call failed (workers/providers)
+    │   ├── ProviderOverloaded        429/5xx/timeouts/broken streams: retry this target, then fall back
+    │   ├── TargetUnavailable         skip this target without calling it: fall back at once
+    │   │   ├── CircuitOpen           the target's breaker is open (shared by every worker)
+    │   │   ├── RateLimited           the target's RPM/TPM budget is spent for now
+    │   │   └── ContextTooLong        the prompt does not fit this target's context window
+    │   ├── ProviderRejected          the provider refused the request itself: fail fast
+    │   ├── AllTargetsFailed          every target of the route failed
+    │   └── DeadlineExceeded          504: the job ran out of time
+    └── JobEnded                      why a job ended without a result (its `error`; never an HTTP status)
+        ├── Quarantined               the job crashed its worker too many times
+        ├── JobExpired                the job was unfinished long after its submission (maintenance failed it)
+        ├── DeliveryFailed            Dramatiq gave up on the job's message (dead letter)
+        └── JobCancelled              the job was cancelled by request
 
-Retryability is a property of the type (`retryable`), never parsed from a message.
+Provider errors end jobs too (a job's `error.code` is any code of the
+`ProviderError` or `JobEnded` subtrees, or `model_not_found` / `invalid_request`).
+
+Retryability is a property of the type (`retryable`), never parsed from a
+message. Codes are defined here once; `api/errors.py` turns any of these into
+a problem document, and `docs/errors.md` lists them (a test keeps it complete).
 """
 
 from __future__ import annotations
@@ -36,6 +71,74 @@ class SwitchyardError(Exception):
         self.message = message
         self.extra = extra
 
+    @property
+    def public_code(self) -> str:
+        """The code clients see (the class's `code`, except where an error carries another's)."""
+        return self.code
+
+
+# --- Who is calling -----------------------------------------------------------------------------------------
+
+
+class Unauthenticated(SwitchyardError):
+    """No credentials, or credentials that identify nobody."""
+
+    code = "unauthorized"
+    status = 401
+    #: The `WWW-Authenticate` challenge sent with this error (RFC 6750), if any.
+    challenge: ClassVar[str | None] = "Bearer"
+
+
+class InvalidApiKey(Unauthenticated):
+    """The API key is unknown or revoked."""
+
+    code = "invalid_api_key"
+    challenge = 'Bearer error="invalid_token"'
+
+
+class InvalidToken(Unauthenticated):
+    """The access token is malformed, forged, expired, or not an access token."""
+
+    code = "invalid_token"
+    challenge = 'Bearer error="invalid_token"'
+
+
+class InvalidRefreshToken(Unauthenticated):
+    """The refresh token is unknown, revoked or expired."""
+
+    code = "invalid_refresh_token"
+    challenge = None
+
+
+class RefreshTokenReused(Unauthenticated):
+    """The refresh token was already used; every token of its family is now revoked."""
+
+    code = "refresh_token_reused"
+    challenge = None
+
+
+class InvalidCredentials(Unauthenticated):
+    """Wrong email or password (never says which)."""
+
+    code = "invalid_credentials"
+    challenge = None
+
+
+class Forbidden(SwitchyardError):
+    """The caller is known but may not do this."""
+
+    code = "forbidden"
+    status = 403
+
+
+class AccountDisabled(Forbidden):
+    """The account is disabled."""
+
+    code = "account_disabled"
+
+
+# --- What is asked for ----------------------------------------------------------------------------------------
+
 
 class NotFound(SwitchyardError):
     """The object does not exist, or belongs to someone else (never say which)."""
@@ -44,11 +147,47 @@ class NotFound(SwitchyardError):
     status = 404
 
 
+class UserNotFound(NotFound):
+    """No user with this id."""
+
+    code = "user_not_found"
+
+
+class QueueNotFound(NotFound):
+    """No queue with this name."""
+
+    code = "queue_not_found"
+
+
+class UnknownPaymentProvider(NotFound):
+    """No webhook endpoint for this payment provider."""
+
+    code = "unknown_provider"
+
+
 class Conflict(SwitchyardError):
     """The request conflicts with the current state."""
 
     code = "conflict"
     status = 409
+
+
+class EmailTaken(Conflict):
+    """A user with this email (case-insensitively) already exists."""
+
+    code = "email_taken"
+
+
+class IdempotencyConflict(Conflict):
+    """The Idempotency-Key was used before with a different request."""
+
+    code = "idempotency_conflict"
+
+
+class JobFinished(Conflict):
+    """The job already reached a final state (it cannot be cancelled)."""
+
+    code = "job_finished"
 
 
 class InvalidRequest(SwitchyardError):
@@ -63,6 +202,102 @@ class UnknownModel(InvalidRequest):
 
     code = "model_not_found"
     status = 404
+
+
+class InvalidIdempotencyKey(InvalidRequest):
+    """The Idempotency-Key header is empty or too long."""
+
+    code = "invalid_idempotency_key"
+    status = 400
+
+
+class InvalidSignature(InvalidRequest):
+    """The webhook's signature is missing, malformed, wrong or too old."""
+
+    code = "invalid_signature"
+    status = 400
+
+
+class InvalidPayload(InvalidRequest):
+    """A correctly signed webhook whose body is not the event we expect."""
+
+    code = "invalid_payload"
+    status = 400
+
+
+class PromptTooLarge(InvalidRequest):
+    """The messages of one request total more characters than the limit."""
+
+    code = "prompt_too_large"
+    status = 413
+
+
+# --- Limits and money -----------------------------------------------------------------------------------------
+
+
+class InsufficientCredits(SwitchyardError):
+    """The balance cannot cover the job's worst-case cost."""
+
+    code = "insufficient_credits"
+    status = 402
+
+
+class TooManyRequests(SwitchyardError):
+    """The caller's per-minute request budget is spent; `retry_after` says when it refills."""
+
+    code = "rate_limited"
+    status = 429
+
+
+class TooManyConcurrentJobs(TooManyRequests):
+    """The caller already has as many unfinished jobs as their tier allows."""
+
+    code = "too_many_concurrent_jobs"
+
+
+class LoginLocked(TooManyRequests):
+    """Too many failed logins for this account or from this address."""
+
+    code = "login_locked"
+
+
+class ServiceUnavailable(SwitchyardError):
+    """A backing service (PostgreSQL, Redis) is briefly unavailable."""
+
+    code = "service_unavailable"
+    status = 503
+
+
+class WebhookNotConfigured(ServiceUnavailable):
+    """The payment provider's webhook secret is not configured."""
+
+    code = "webhook_not_configured"
+
+
+class JobFailed(SwitchyardError):
+    """A job that the request waited for (OpenAI-compatible routes) ended without a result."""
+
+    code = "job_failed"
+    status = 502
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(str(error.get("message", "the job failed")))
+        self.job_code = str(error.get("code", self.code))
+
+    @property
+    def public_code(self) -> str:
+        """The job's own error code (`provider_rejected`, `all_targets_failed`, …)."""
+        return self.job_code
+
+
+class StreamReset(SwitchyardError):
+    """The provider failed after part of a streamed answer was sent; OpenAI's protocol cannot take it back."""
+
+    code = "stream_reset"
+    status = 502
+
+
+# --- Providers ------------------------------------------------------------------------------------------------
 
 
 class ProviderError(SwitchyardError):
@@ -109,7 +344,7 @@ class CircuitOpen(TargetUnavailable):
 class RateLimited(TargetUnavailable):
     """The target's requests- or tokens-per-minute budget is spent."""
 
-    code = "rate_limited"
+    code = "target_rate_limited"
 
 
 class ContextTooLong(TargetUnavailable):
@@ -118,8 +353,14 @@ class ContextTooLong(TargetUnavailable):
     code = "context_too_long"
 
 
+class ProviderRejected(ProviderError):
+    """The provider rejected the request itself (400/401/404): fail fast."""
+
+    code = "provider_rejected"
+
+
 class AllTargetsFailed(ProviderError):
-    """Every target of the route failed; `extra['last']` holds the last error code."""
+    """Every target of the route failed; `last` is the code of the last target's error."""
 
     code = "all_targets_failed"
 
@@ -131,13 +372,50 @@ class DeadlineExceeded(ProviderError):
     status = 504
 
 
-class Quarantined(SwitchyardError):
+class JobEnded(SwitchyardError):
+    """Why a job ended without a result; stored in the job's `error`, never sent as an HTTP status."""
+
+    code = "job_ended"
+
+
+class Quarantined(JobEnded):
     """The job was claimed too many times without finishing (it keeps crashing workers)."""
 
     code = "job_quarantined"
 
 
-class ProviderRejected(ProviderError):
-    """The provider rejected the request itself (400/401/404): fail fast."""
+class JobExpired(JobEnded):
+    """The job did not finish within the job expiry of its submission; its credits were released."""
 
-    code = "provider_rejected"
+    code = "job_expired"
+
+
+class DeliveryFailed(JobEnded):
+    """The job's message was dead-lettered (its deliveries kept failing); its credits were released."""
+
+    code = "delivery_failed"
+
+
+class JobCancelled(JobEnded):
+    """The job was cancelled by request."""
+
+    code = "cancelled"
+
+
+def error_body(exc: SwitchyardError) -> dict[str, Any]:
+    """How a job's failure is stored and shown: a stable code, a message, and details."""
+    return {"code": exc.public_code, "message": exc.message,
+            **{k: v for k, v in exc.extra.items() if v is not None}}
+
+
+def every_error() -> list[type[SwitchyardError]]:
+    """Every error class of the tree, depth first (for documentation and its test)."""
+    found: list[type[SwitchyardError]] = []
+
+    def walk(cls: type[SwitchyardError]) -> None:
+        found.append(cls)
+        for sub in cls.__subclasses__():
+            walk(sub)
+
+    walk(SwitchyardError)
+    return found

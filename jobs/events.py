@@ -53,7 +53,7 @@ class _Unsequenced(msgspec.Struct, frozen=True, kw_only=True):
     data: dict[str, Any]
 
 
-#: Job ids published here are cancelled on whichever worker runs them (workers/cancel.py).
+#: Job ids published here are cancelled on whichever worker runs them (workers/cancel_watcher.py).
 CANCEL_CHANNEL = "sy:cancel"
 
 _encoder = msgspec.json.Encoder()

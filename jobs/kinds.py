@@ -1,14 +1,23 @@
-"""The contract: job kinds and their msgspec input/result types.
+"""The contract: every job kind, its input and its result, in one tagged union.
 
-Payload types here are tolerant (unknown fields are ignored) so an older
-worker can run a job written by a newer API; the API decodes requests with a
-strict variant of the same types (`api/schemas.py`) that names unknown fields.
-New fields always get defaults; never rename or retype a field.
+    Job = ChatCompletionJob | TopUpJob | GrantJob        (tag field: `kind`)
+
+A job is `{"kind": ..., "input": {...}}`. Clients submit the members of
+`ClientJob`; the other kinds are enqueued by the platform itself (payment
+webhooks, admins). The `jobs` row stores `kind` and `input` in columns of
+those names, and a worker decodes the row back into its `Job` once
+(`decode_job`) and dispatches on the kind (`workers/handlers/`).
+
+Input types are tolerant (unknown fields are ignored) so an older worker can
+run a job written by a newer API; the API decodes requests with a strict
+variant of the same types (`api/strict.py`) that names unknown fields. New
+fields always get defaults; never rename or retype a field.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
+from uuid import UUID
 
 import msgspec
 
@@ -19,12 +28,18 @@ MAX_MESSAGES = 256
 MAX_MESSAGE_CHARS = 200_000
 MAX_OUTPUT_TOKENS = 32_768
 MAX_METADATA_KEYS = 16
+#: The most credits one payment or grant may add (a typo guard, not a business limit).
+MAX_CREDITS = 10**12
 
 ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Metadata = Annotated[
     dict[Annotated[str, msgspec.Meta(max_length=64)], Annotated[str, msgspec.Meta(max_length=512)]],
     msgspec.Meta(max_length=MAX_METADATA_KEYS),
 ]
+Credits = Annotated[int, msgspec.Meta(ge=1, le=MAX_CREDITS)]
+
+
+# --- chat.completion ------------------------------------------------------------------------------------------
 
 
 class Message(msgspec.Struct, frozen=True, kw_only=True):
@@ -69,25 +84,102 @@ class ChatCompletionResult(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ChatCompletionJob(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag=str(Kind.CHAT_COMPLETION)):
-    """A request to run a chat completion."""
+    """A chat completion."""
 
     input: ChatCompletionInput
     metadata: Metadata | None = None
     #: `bulk` routes to the `chat.bulk` queue so it never delays interactive traffic.
     priority: Literal["interactive", "bulk"] = "interactive"
 
+    #: Every queue this kind may run on.
+    lanes: ClassVar[tuple[Queue, ...]] = (Queue.CHAT, Queue.CHAT_BULK)
 
-#: Every job a client can submit (a tagged union on `kind`).
-JobRequest = ChatCompletionJob
+    @property
+    def queue(self) -> Queue:
+        """The queue this job goes to."""
+        return Queue.CHAT_BULK if self.priority == "bulk" else Queue.CHAT
 
-#: The input type of each kind, used by workers to decode payloads.
-INPUT_TYPES: dict[str, type[msgspec.Struct]] = {Kind.CHAT_COMPLETION: ChatCompletionInput}
+
+# --- billing.* --------------------------------------------------------------------------------------------------
 
 
-def queue_for(request: JobRequest) -> Queue:
-    """The Dramatiq queue a request goes to."""
-    match request:
-        case ChatCompletionJob(priority="bulk"):
-            return Queue.CHAT_BULK
-        case ChatCompletionJob():
-            return Queue.CHAT
+class TopUpInput(msgspec.Struct, frozen=True, kw_only=True):
+    """Input of a `billing.topup` job: credit a verified payment, once per `payment_id`."""
+
+    user_id: UUID
+    payment_id: str
+    credits: Credits
+    provider: str
+    amount: int
+    currency: str
+
+
+class GrantInput(msgspec.Struct, frozen=True, kw_only=True):
+    """Input of a `billing.grant` job: credits given by an admin, once per `reference`."""
+
+    user_id: UUID
+    credits: Credits
+    reason: str
+    #: `grant:<uuid>`: the ledger reference, fixed when the grant is requested.
+    reference: str
+    granted_by: UUID | None = None
+
+
+class BillingResult(msgspec.Struct, frozen=True, kw_only=True):
+    """Result of a billing job."""
+
+    #: Credits this run added (0 when the reference was credited before).
+    credited: int
+    #: The balance after crediting; None when nothing was credited.
+    balance: int | None
+    #: The reference had been credited already (a redelivery, or the same payment reported twice).
+    duplicate: bool
+
+
+class _BillingJob(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
+    """What every billing kind shares: the `billing` queue."""
+
+    metadata: Metadata | None = None
+
+    lanes: ClassVar[tuple[Queue, ...]] = (Queue.BILLING,)
+
+    @property
+    def queue(self) -> Queue:
+        """The queue this job goes to."""
+        return Queue.BILLING
+
+
+class TopUpJob(_BillingJob, frozen=True, kw_only=True, tag=str(Kind.BILLING_TOPUP)):
+    """Credits from a verified payment webhook."""
+
+    input: TopUpInput
+
+
+class GrantJob(_BillingJob, frozen=True, kw_only=True, tag=str(Kind.BILLING_GRANT)):
+    """Credits granted by an admin."""
+
+    input: GrantInput
+
+
+# --- The union --------------------------------------------------------------------------------------------------
+
+#: Every job kind (a tagged union on `kind`).
+Job = ChatCompletionJob | TopUpJob | GrantJob
+
+#: The kinds a client may submit on `POST /v1/jobs`.
+ClientJob = ChatCompletionJob
+
+#: Each kind's job type, by its tag.
+JOB_TYPES: dict[str, type[Job]] = {t.__struct_config__.tag: t for t in get_args(Job)}
+
+#: Every queue some kind runs on (workers declare one actor for each).
+LANES: tuple[Queue, ...] = tuple(q for q in Queue if any(q in t.lanes for t in JOB_TYPES.values()))
+
+
+def decode_job(kind: str, input: dict[str, Any]) -> Job:
+    """A stored job (its `kind` and `input` columns) as its typed `Job`.
+
+    Raises:
+        msgspec.ValidationError: the input does not fit the kind (or the kind is unknown).
+    """
+    return msgspec.convert({"kind": kind, "input": input}, Job)

@@ -1,8 +1,8 @@
-"""Payments: webhook signatures, payment events, and the payloads of billing jobs.
+"""Payments: webhook signatures and the payment events they carry.
 
     verify_stripe / verify_razorpay    raise InvalidSignature (400) unless the raw body is signed
     parse_stripe / parse_razorpay      a Payment to credit, or Ignored (with the reason)
-    Payment.user_id / credits_for      who gets credited, and how much
+    Payment.user_id / credits_for      who gets credited, and how much (a `billing.topup` job, jobs/kinds.py)
 
 Signatures are checked on the raw request body exactly as received: parsing
 and re-encoding JSON changes bytes (spacing, key order, escapes) and breaks
@@ -16,30 +16,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from typing import Annotated, Any
+from typing import Any
 from uuid import UUID
 
 import msgspec
 
-from jobs.errors import SwitchyardError
-
-#: The most credits one payment or grant may add (a typo guard, not a business limit).
-MAX_CREDITS = 10**12
-
-
-class InvalidSignature(SwitchyardError):
-    """The webhook's signature is missing, malformed, wrong or too old."""
-
-    code = "invalid_signature"
-    status = 400
-
-
-class InvalidPayload(SwitchyardError):
-    """A correctly signed webhook whose body is not the event we expect."""
-
-    code = "invalid_payload"
-    status = 400
-
+from jobs.errors import InvalidPayload, InvalidSignature
+from jobs.kinds import MAX_CREDITS
 
 # --- Signatures ------------------------------------------------------------------------------------------------
 
@@ -224,41 +207,3 @@ def credits_for(payment: Payment, credits_per_currency_unit: int) -> int | None:
         except ValueError:
             return None
     return credits if 0 < credits <= MAX_CREDITS else None
-
-
-# --- Billing job payloads --------------------------------------------------------------------------------------
-
-Credits = Annotated[int, msgspec.Meta(ge=1, le=MAX_CREDITS)]
-
-
-class TopUpInput(msgspec.Struct, frozen=True, kw_only=True):
-    """Input of a `billing.topup` job: credit a verified payment, once per `payment_id`."""
-
-    user_id: UUID
-    payment_id: str
-    credits: Credits
-    provider: str
-    amount: int
-    currency: str
-
-
-class GrantInput(msgspec.Struct, frozen=True, kw_only=True):
-    """Input of a `billing.grant` job: credits given by an admin, once per `reference`."""
-
-    user_id: UUID
-    credits: Credits
-    reason: str
-    #: `grant:<uuid>`: the ledger reference, fixed when the grant is requested.
-    reference: str
-    granted_by: UUID | None = None
-
-
-class BillingResult(msgspec.Struct, frozen=True, kw_only=True):
-    """Result of a billing job."""
-
-    #: Credits this run added (0 when the reference was credited before).
-    credited: int
-    #: The balance after crediting; None when nothing was credited.
-    balance: int | None
-    #: The reference had been credited already (a redelivery, or the same payment reported twice).
-    duplicate: bool

@@ -63,7 +63,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_attempts: int = 5
     #: Dramatiq redeliveries of a job whose run raised an unexpected (infrastructure) error.
     delivery_retries: int = 3
-    #: Chaos testing only: a worker that claims a job whose payload contains this text exits at once.
+    #: Chaos testing only: a worker that claims a job whose input contains this text exits at once.
     chaos_crash_marker: str = ""
     #: Chaos testing only: ...or raises an unexpected error (as a database outage or a bug would).
     chaos_error_marker: str = ""

@@ -42,8 +42,6 @@ class Kind(StrEnum):
     """Job kinds."""
 
     CHAT_COMPLETION = "chat.completion"
-    EMBEDDING = "embedding"
-    FILE_PROCESS = "file.process"
     #: Credits from a verified payment webhook (idempotent by payment id).
     BILLING_TOPUP = "billing.topup"
     #: Credits granted by an admin.

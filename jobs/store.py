@@ -29,7 +29,8 @@ class JobRow(msgspec.Struct, kw_only=True):
     kind: str
     queue: str
     status: str
-    payload: dict[str, Any]
+    #: The job's input (`jobs/kinds.py`), as stored: decode it with `kinds.decode_job(kind, input)`.
+    input: dict[str, Any]
     metadata: dict[str, Any] | None
     result: dict[str, Any] | None
     error: dict[str, Any] | None
@@ -80,7 +81,7 @@ async def insert_job(
     owner_id: UUID,
     kind: str,
     queue: str,
-    payload: Any,
+    input: Any,
     metadata: Any,
     idempotency_key: str | None,
     request_hash: bytes | None,
@@ -94,13 +95,13 @@ async def insert_job(
     async with conn.cursor(row_factory=_job_row) as cur:
         await cur.execute(
             f"""
-            INSERT INTO jobs (id, owner_id, kind, queue, payload, metadata, idempotency_key, request_hash,
+            INSERT INTO jobs (id, owner_id, kind, queue, input, metadata, idempotency_key, request_hash,
                               max_attempts, reserved_credits)
             VALUES (%s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s, %s, %s)
             ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
             RETURNING {_COLUMNS}
             """,
-            (job_id, owner_id, kind, queue, _json(payload), _json(metadata), idempotency_key, request_hash,
+            (job_id, owner_id, kind, queue, _json(input), _json(metadata), idempotency_key, request_hash,
              max_attempts, reserved_credits),
         )
         row = await cur.fetchone()
@@ -221,33 +222,53 @@ async def finish(
     return cur.rowcount == 1
 
 
-async def cancel(conn: AsyncConnection[Any], job_id: UUID, owner_id: UUID | None) -> JobRow | None:
+async def cancel(conn: AsyncConnection[Any], job_id: UUID, owner_id: UUID | None, error: Any) -> JobRow | None:
     """Cancel a queued or running job; None when it does not exist for this owner or already finished."""
     async with conn.cursor(row_factory=_job_row) as cur:
         await cur.execute(
             f"""
-            UPDATE jobs SET status = 'cancelled', finished_at = now(), lease_until = NULL,
-                            error = '{{"code": "cancelled", "message": "cancelled by request"}}'::jsonb
+            UPDATE jobs SET status = 'cancelled', finished_at = now(), lease_until = NULL, error = %s::jsonb
             WHERE id = %s AND (%s::uuid IS NULL OR owner_id = %s) AND status IN ('queued', 'running')
             RETURNING {_COLUMNS}
             """,
-            (job_id, owner_id, owner_id),
+            (_json(error), job_id, owner_id, owner_id),
         )
         return await cur.fetchone()
 
 
-async def fail_unfinished(conn: AsyncConnection[Any], job_id: UUID, error: Any) -> JobRow | None:
-    """Fail a job that is not finished yet, whoever holds it (delivery gave up on it)."""
+async def fail_unfinished(conn: AsyncConnection[Any], job_id: UUID, error: Any, *,
+                          skip_locked: bool = False) -> JobRow | None:
+    """Fail a job that is not finished yet, whoever holds it; None if it finished meanwhile.
+
+    With `skip_locked`, a job whose row another transaction holds (a worker
+    finishing it, a cancel) is left alone rather than waited for.
+    """
+    lock = "FOR UPDATE SKIP LOCKED" if skip_locked else "FOR UPDATE"
     async with conn.cursor(row_factory=_job_row) as cur:
         await cur.execute(
             f"""
             UPDATE jobs SET status = 'failed', error = %s::jsonb, finished_at = now(), lease_until = NULL
-            WHERE id = %s AND status IN ('queued', 'running')
+            WHERE id = (SELECT id FROM jobs WHERE id = %s AND status IN ('queued', 'running') {lock})
             RETURNING {_COLUMNS}
             """,
             (_json(error), job_id),
         )
         return await cur.fetchone()
+
+
+async def stale_jobs(pool: AsyncConnectionPool, older_than_seconds: float, limit: int = 100) -> list[UUID]:
+    """Up to `limit` jobs still queued or running `older_than_seconds` after their submission."""
+    async with pool.connection() as conn:
+        # Reads the partial index of live jobs: the cost follows the number of live jobs, not the table.
+        cur = await conn.execute(
+            """
+            SELECT id FROM jobs
+            WHERE status IN ('queued', 'running') AND created_at < now() - make_interval(secs => %s)
+            LIMIT %s
+            """,
+            (older_than_seconds, limit),
+        )
+        return [row[0] for row in await cur.fetchall()]
 
 
 async def release(pool: AsyncConnectionPool, job_id: UUID, attempt: int) -> bool:

@@ -8,11 +8,7 @@ whole family is revoked and both must log in again (OAuth 2.0 Security BCP,
 "refresh token rotation"). Operations on one family are serialised by an
 advisory lock, so a revocation can never miss a token being issued at the
 same moment.
-
-    SwitchyardError
-    ├── InvalidToken            bad, expired or foreign access token
-    ├── InvalidRefreshToken     unknown, revoked or expired refresh token
-    └── RefreshTokenReused      an already spent refresh token: its family is now revoked
+Errors (`jobs/errors.py`): InvalidToken, InvalidRefreshToken, RefreshTokenReused.
 """
 
 from __future__ import annotations
@@ -28,7 +24,7 @@ import msgspec
 from psycopg import AsyncConnection
 
 from jobs.audit import audit
-from jobs.errors import SwitchyardError
+from jobs.errors import InvalidRefreshToken, InvalidToken, RefreshTokenReused
 from jobs.ids import uuid7
 from jobs.settings import Settings
 
@@ -37,27 +33,6 @@ REFRESH_PREFIX = "rt-"
 ALGORITHM = "HS256"
 #: First key of the advisory locks that serialise the operations on one refresh-token family.
 _FAMILY_LOCK = 7243002
-
-
-class InvalidToken(SwitchyardError):
-    """The access token is malformed, forged, expired, or not an access token."""
-
-    code = "invalid_token"
-    status = 401
-
-
-class InvalidRefreshToken(SwitchyardError):
-    """The refresh token is unknown, revoked or expired."""
-
-    code = "invalid_refresh_token"
-    status = 401
-
-
-class RefreshTokenReused(SwitchyardError):
-    """The refresh token was already used; every token of its family is now revoked."""
-
-    code = "refresh_token_reused"
-    status = 401
 
 
 class TokenPair(msgspec.Struct, frozen=True, kw_only=True):

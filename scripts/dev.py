@@ -1,4 +1,4 @@
-"""`switchyard dev`: the whole platform on one machine, stopped cleanly by Ctrl-C.
+"""`switchyard dev` (`python -m scripts.dev`): the whole platform on one machine, stopped cleanly by Ctrl-C.
 
 Starts embedded PostgreSQL + pgvector and Redis when `DATABASE_URL` /
 `REDIS_URL` are unset, applies the schema, makes a dev admin with an API key,
@@ -142,10 +142,10 @@ def run_dev(args: argparse.Namespace) -> None:
         key = asyncio.run(_dev_key(env["DATABASE_URL"], data_dir / "dev-api-key"))
         py = [sys.executable, "-m"]
         procs["simulator"] = _spawn("simulator", [*py, "scripts.simulator", "--port", str(args.simulator_port)], env)
-        procs["api"] = _spawn("api", [*py, "scripts.cli", "api", "--port", str(args.port)], env)
-        procs["worker"] = _spawn("worker", [*py, "scripts.cli", "worker", "--processes", str(args.processes),
+        procs["api"] = _spawn("api", [*py, "api.cli", "api", "--port", str(args.port)], env)
+        procs["worker"] = _spawn("worker", [*py, "api.cli", "worker", "--processes", str(args.processes),
                                             "--threads", str(args.threads)], env)
-        procs["maintenance"] = _spawn("maintenance", [*py, "scripts.cli", "maintenance"], env)
+        procs["maintenance"] = _spawn("maintenance", [*py, "api.cli", "maintenance"], env)
         _wait_ready(f"http://127.0.0.1:{args.port}/readyz", procs)
         print(_banner(args.port, key), flush=True)
         while all(p.poll() is None for p in procs.values()):
@@ -162,3 +162,17 @@ def run_dev(args: argparse.Namespace) -> None:
         for stop in reversed(stoppers):
             stop()
         print("  stopped.", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the dev stack's options and run it."""
+    parser = argparse.ArgumentParser(prog="switchyard dev", description="run the whole platform locally")
+    parser.add_argument("--port", type=int, default=8000, help="API port (default 8000)")
+    parser.add_argument("--simulator-port", type=int, default=8900)
+    parser.add_argument("--processes", type=int, default=1, help="worker processes")
+    parser.add_argument("--threads", type=int, default=8, help="worker threads per process")
+    run_dev(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -88,7 +88,7 @@ def wait_log(proc: Process, needle: str, timeout: float = 60) -> None:
 
 def start_api(env: dict[str, str], port: int, log_dir: Path, name: str = "api") -> Process:
     """An API process on `port`, once it is ready."""
-    proc = Process(name, [sys.executable, "-m", "scripts.cli", "api", "--port", str(port)], env, log_dir)
+    proc = Process(name, [sys.executable, "-m", "api.cli", "api", "--port", str(port)], env, log_dir)
     proc.env_port = port
     wait_http(f"http://127.0.0.1:{port}/readyz", proc)
     return proc
@@ -96,7 +96,7 @@ def start_api(env: dict[str, str], port: int, log_dir: Path, name: str = "api") 
 
 def start_worker(env: dict[str, str], log_dir: Path, name: str = "worker", processes: int = 1,
                  threads: int = 4, queues: list[str] | None = None) -> Process:
-    args = [sys.executable, "-m", "scripts.cli", "worker", "--processes", str(processes),
+    args = [sys.executable, "-m", "api.cli", "worker", "--processes", str(processes),
             "--threads", str(threads)]
     if queues:
         args += ["--queues", *queues]
@@ -107,6 +107,6 @@ def start_worker(env: dict[str, str], log_dir: Path, name: str = "worker", proce
 
 
 def start_maintenance(env: dict[str, str], log_dir: Path) -> Process:
-    proc = Process("maintenance", [sys.executable, "-m", "scripts.cli", "maintenance"], env, log_dir)
+    proc = Process("maintenance", [sys.executable, "-m", "api.cli", "maintenance"], env, log_dir)
     wait_log(proc, "maintenance loop running")
     return proc

@@ -188,7 +188,7 @@ async def _reserved_job(stack: Stack, owner: User, amount: int, *, age_days: flo
         async with pool.connection() as conn, conn.transaction():
             row, _ = await store.insert_job(
                 conn, job_id=uuid7(), owner_id=owner.id, kind="chat.completion", queue="chat",
-                payload={"model": "sim-small", "messages": [{"role": "user", "content": "stale"}]},
+                input={"model": "sim-small", "messages": [{"role": "user", "content": "stale"}]},
                 metadata=None, idempotency_key=None, request_hash=None,
             )
             await credits.reserve(conn, owner.id, row.id, amount, "sim-small")

@@ -12,7 +12,7 @@ from jobs.accounts import KEY_PREFIX, hash_key
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "scripts.cli", *args], env={**os.environ, **env},
+    return subprocess.run([sys.executable, "-m", "api.cli", *args], env={**os.environ, **env},
                           capture_output=True, text=True, timeout=60)
 
 

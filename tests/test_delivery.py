@@ -26,7 +26,7 @@ async def insert_unsent_job(database_url: str, owner: User, content: str) -> uui
         async with pool.connection() as conn:
             row, created = await store.insert_job(
                 conn, job_id=uuid7(), owner_id=owner.id, kind="chat.completion", queue="chat",
-                payload={"model": "sim-small", "messages": [{"role": "user", "content": content}]},
+                input={"model": "sim-small", "messages": [{"role": "user", "content": content}]},
                 metadata=None, idempotency_key=None, request_hash=None,
             )
         assert created

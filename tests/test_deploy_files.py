@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from dramatiq.cli import make_argument_parser as dramatiq_parser
 
+from api import cli
 from jobs.settings import ENV
 from jobs.states import Queue
-from scripts import cli
 from scripts.simulator.__main__ import parse_args as simulator_parse_args
 
 # PyYAML comes with uvicorn[standard]; it is not a direct dependency.
@@ -53,7 +53,7 @@ EXTRA_ENV = {
 }
 
 
-#: The functions scripts/cli.py dispatches the process subcommands to; the tests swap them out.
+#: The functions api/cli.py dispatches the process subcommands to; the tests swap them out.
 HANDLERS = {"_dev": "dev", "_migrate": "migrate", "_api": "api", "_worker": "worker",
             "_maintenance": "maintenance", "_simulator": "simulator"}
 
@@ -65,7 +65,7 @@ class _Dispatched(Exception):
 
 
 def parse_switchyard(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[str, argparse.Namespace]:
-    """Run `switchyard argv` through scripts/cli.py up to the point where it would start the process.
+    """Run `switchyard argv` through api/cli.py up to the point where it would start the process.
 
     Returns the subcommand whose handler was reached and the arguments it got.
     """

@@ -25,7 +25,7 @@ def test_dev_stack_serves_a_streamed_completion_and_stops_cleanly(tmp_path: Path
     port, sim_port = free_port(), free_port()
     log = (tmp_path / "dev.log").open("w+")
     dev = subprocess.Popen(
-        [sys.executable, "-m", "scripts.cli", "dev", "--port", str(port), "--simulator-port", str(sim_port),
+        [sys.executable, "-m", "api.cli", "dev", "--port", str(port), "--simulator-port", str(sim_port),
          "--threads", "2"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )

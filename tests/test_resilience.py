@@ -95,7 +95,7 @@ async def test_job_that_kills_its_worker_every_time_is_quarantined(
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         # Not `pool()`: a pool that picks up the poison job at boot may die before it says it is ready.
-        worker = Process(f"worker-crash-{crashes}", [sys.executable, "-m", "scripts.cli", "worker", "-p", "1"],
+        worker = Process(f"worker-crash-{crashes}", [sys.executable, "-m", "api.cli", "worker", "-p", "1"],
                          {**stack.env, "SWITCHYARD_WORKER_METRICS_PORT": str(free_port())}, stack.log_dir)
         while worker.alive() and time.monotonic() < deadline:
             status = (await client.get(f"/v1/jobs/{job['id']}")).json()["status"]

@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 import msgspec
 
 from jobs import metrics, store
+from jobs.catalog import Target
 from jobs.errors import ProviderError
 from jobs.kinds import ChatCompletionInput, Usage
-from jobs.routes import Target
-from workers.providers.base import ChatOutcome, ChatRequest, OnDelta, estimate_tokens
+from workers.providers.base import ChatOutcome, OnDelta, TargetRequest, estimate_tokens
 from workers.runtime import Runtime
 
 
@@ -20,7 +20,7 @@ async def call_target(
     rt: Runtime,
     job: store.JobRow,
     target: Target,
-    spec: ChatCompletionInput,
+    input: ChatCompletionInput,
     attempts: list[store.AttemptRow],
     *,
     on_delta: OnDelta | None,
@@ -28,11 +28,11 @@ async def call_target(
 ) -> ChatOutcome:
     """Call `target` once; append the attempt (with partial usage when a stream broke) to `attempts`."""
     provider = rt.providers[target.provider]
-    request = ChatRequest(
+    request = TargetRequest(
         model=target.model,
-        messages=spec.messages,
-        max_tokens=min(spec.max_tokens, target.max_output),
-        temperature=spec.temperature,
+        messages=input.messages,
+        max_tokens=min(input.max_tokens, target.max_output),
+        temperature=input.temperature,
         timeout_seconds=max(0.1, timeout),
     )
     name = f"{target.provider}:{target.model}"
@@ -59,7 +59,7 @@ async def call_target(
         partial = None
         if emitted:
             # Tokens the client saw before the failure: recorded on the attempt, never charged.
-            prompt = sum(estimate_tokens(m.content) for m in spec.messages)
+            prompt = sum(estimate_tokens(m.content) for m in input.messages)
             completion = estimate_tokens("".join(emitted))
             partial = msgspec.to_builtins(Usage(prompt_tokens=prompt, completion_tokens=completion,
                                                 total_tokens=prompt + completion, estimated=True))

@@ -7,13 +7,14 @@ been lost (still `queued` long after their last send, or `running` under an
 expired lease). The reservation sweep runs first, so an expired job is failed
 and its credits released rather than sent again.
 Duplicate messages are harmless: the claim makes the extra delivery a no-op.
-Run one or more (`switchyard maintenance`); `FOR UPDATE SKIP LOCKED` lets
-several loops share the work.
+Run one or more (`switchyard maintenance` = `python -m workers.maintenance`);
+`FOR UPDATE SKIP LOCKED` lets several loops share the work.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from uuid import UUID
 
@@ -22,15 +23,13 @@ import dramatiq
 from loguru import logger
 from psycopg_pool import AsyncConnectionPool
 
-from jobs import metrics, store, sweeps
-from jobs.broker import WakeupRedisBroker
-from jobs.db import open_pool
+from jobs import lifecycle, metrics, store, sweeps
+from jobs.broker import WakeupRedisBroker, make_broker
+from jobs.clients import Clients
 from jobs.enqueue import send_job
-from jobs.events import EventLog
-from jobs.inflight import InFlight
-from jobs.redis import async_client
-from jobs.settings import Settings
-from jobs.states import EventType, Queue
+from jobs.logging import setup_logging
+from jobs.settings import Settings, get_settings
+from jobs.states import Queue
 
 #: How often finished-but-unsettled reservations are looked for (a repair for old code paths, not a hot path).
 ORPHAN_SWEEP_SECONDS = 60.0
@@ -68,54 +67,56 @@ class ReservationSweep:
     the expiry sweep itself, which releases its credits.
     """
 
-    def __init__(self, pool: AsyncConnectionPool, events: EventLog, inflight: InFlight, settings: Settings) -> None:
-        self.pool = pool
-        self.events = events
-        self.inflight = inflight
-        self.settings = settings
+    def __init__(self, clients: Clients) -> None:
+        self.clients = clients
         self.next_orphan_sweep = 0.0
         self.orphans_since: UUID | None = None  # None: the first pass searches everything
 
     async def sweep(self) -> int:
         """One pass; returns how many jobs had credits released."""
-        expiry = self.settings.job_expiry_seconds
-        expired = await sweeps.expire_stale(self.pool, expiry)
-        for row in expired:
-            logger.bind(job_id=str(row.id)).warning("expired a job unfinished after {} s; released {} credits",
-                                                    expiry, row.reserved_credits)
-            metrics.JOBS.labels(kind=row.kind, status="failed").inc()
-            await self.inflight.done(row.owner_id, row.id)
-            await self.events.publish(row.id, row.owner_id, EventType.FAILED, {"error": row.error})
+        expiry = self.clients.settings.job_expiry_seconds
+        expired = 0
+        for job_id in await store.stale_jobs(self.clients.pool, expiry):
+            expired += await lifecycle.expire(self.clients, job_id, expiry) is not None
         released = 0
         if time.monotonic() >= self.next_orphan_sweep:
-            orphans = await sweeps.release_orphaned(self.pool, since=self.orphans_since)
+            orphans = await sweeps.release_orphaned(self.clients.pool, since=self.orphans_since)
             for job_id, _owner, amount in orphans:
                 logger.bind(job_id=str(job_id)).warning("released {} credits of a finished, unsettled job", amount)
             released = len(orphans)
             if len(orphans) < 100:  # caught up: next time, only recent jobs, and not before the interval
                 self.orphans_since = sweeps.id_floor(time.time() - expiry - 3600)
                 self.next_orphan_sweep = time.monotonic() + ORPHAN_SWEEP_SECONDS
-        return len(expired) + released
+        return expired + released
 
 
 async def run_forever(settings: Settings, broker: WakeupRedisBroker) -> None:
     """Tick until cancelled; a failing tick is logged and retried next tick."""
-    pool = await open_pool(settings.database_url, min_size=1, max_size=2)
-    redis = async_client(settings.redis_url)
-    reservations = ReservationSweep(pool, EventLog(redis, settings.events_ttl_seconds),
-                                    InFlight(redis, settings.job_expiry_seconds), settings)
+    clients = await Clients.connect(settings, pool_size=(1, 2))
+    reservations = ReservationSweep(clients)
     logger.info("maintenance loop running every {}s", settings.maintenance_interval_seconds)
     try:
         while True:
             # Each step is isolated: one failing (say, Redis down) must not stop the others.
             for name, step in (("broker upkeep", lambda: anyio.to_thread.run_sync(broker_upkeep, broker)),
                                ("reservation sweep", reservations.sweep),
-                               ("reconciler", lambda: resend_lost(pool, broker, settings))):
+                               ("reconciler", lambda: resend_lost(clients.pool, broker, settings))):
                 try:
                     await step()
                 except Exception:
                     logger.opt(exception=True).error("maintenance step failed: {}", name)
             await asyncio.sleep(settings.maintenance_interval_seconds)
     finally:
-        await pool.close()
-        await redis.aclose()
+        await clients.close()
+
+
+def main() -> None:
+    """Run the loop with a maintenance broker (each command also requeues dead workers' messages)."""
+    settings = get_settings()
+    setup_logging(settings, "maintenance")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_forever(settings, make_broker(settings, middleware=[], maintenance=True)))
+
+
+if __name__ == "__main__":
+    main()

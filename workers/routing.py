@@ -25,6 +25,7 @@ from loguru import logger
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from jobs import metrics, store
+from jobs.catalog import Target
 from jobs.errors import (
     AllTargetsFailed,
     ContextTooLong,
@@ -35,7 +36,6 @@ from jobs.errors import (
 )
 from jobs.kinds import ChatCompletionInput
 from jobs.ratelimit import RateLimiter
-from jobs.routes import Target
 from jobs.states import EventType
 from workers.chat_call import call_target
 from workers.circuit import CircuitBreakers
@@ -53,16 +53,16 @@ def target_name(target: Target) -> str:
 class RouteRun:
     """One job's walk over its route."""
 
-    def __init__(self, rt: Runtime, job: store.JobRow, spec: ChatCompletionInput,
+    def __init__(self, rt: Runtime, job: store.JobRow, input: ChatCompletionInput,
                  attempts: list[store.AttemptRow], publish: Publish) -> None:
         self.rt = rt
         self.job = job
-        self.spec = spec
+        self.input = input
         self.attempts = attempts
         self.publish = publish
         self.settings = rt.settings
         self.deadline = time.monotonic() + rt.settings.job_deadline_seconds
-        self.prompt_tokens = sum(estimate_tokens(m.content) for m in spec.messages)
+        self.prompt_tokens = sum(estimate_tokens(m.content) for m in input.messages)
         self.breakers: CircuitBreakers = rt.breakers
         self.limiter: RateLimiter = rt.limiter
 
@@ -72,12 +72,12 @@ class RouteRun:
 
     async def run(self) -> tuple[Target, ChatOutcome]:
         """The first target that produces a completion, and its outcome."""
-        route = self.rt.routes.resolve(self.spec.model)
-        targets = route.targets if self.spec.fallback else route.targets[:1]
+        route = self.rt.catalog.resolve(self.input.model)
+        targets = route.targets if self.input.fallback else route.targets[:1]
         last: ProviderError | None = None
         for index, target in enumerate(targets):
             if last is not None:
-                metrics.FALLBACKS.labels(model=self.spec.model, reason=last.code).inc()
+                metrics.FALLBACKS.labels(model=self.input.model, reason=last.code).inc()
                 logger.warning("falling back to {} after {}", target_name(target), last.code)
                 await self.publish(EventType.FALLBACK, {
                     "from": target_name(targets[index - 1]), "to": target_name(target), "reason": last.code,
@@ -116,8 +116,8 @@ class RouteRun:
         await self._spend_budget(target, name)
         try:
             outcome = await call_target(
-                self.rt, self.job, target, self.spec, self.attempts,
-                on_delta=self._publish_delta if self.spec.stream else None,
+                self.rt, self.job, target, self.input, self.attempts,
+                on_delta=self._publish_delta if self.input.stream else None,
                 timeout=min(target.timeout_seconds, self.remaining()),
             )
         except ProviderError as exc:
@@ -132,7 +132,7 @@ class RouteRun:
         return outcome
 
     async def _spend_budget(self, target: Target, name: str) -> None:
-        tokens = self.prompt_tokens + min(self.spec.max_tokens, target.max_output)
+        tokens = self.prompt_tokens + min(self.input.max_tokens, target.max_output)
         while True:
             wait = (await self.limiter.spend(name, rpm=target.rpm, tpm=target.tpm, tokens=tokens)).wait
             if wait == 0:

@@ -1,6 +1,6 @@
-"""What a worker process holds: settings, pools, clients, routes and providers.
+"""What a worker process holds: the common clients plus catalogue, providers, breakers and its identity.
 
-Built lazily, once per process, on the Dramatiq event-loop thread (async
+Built lazily, once per process, on Dramatiq's event-loop thread (async
 clients must be created on the loop that uses them).
 """
 
@@ -9,69 +9,55 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from psycopg_pool import AsyncConnectionPool
-from redis.asyncio import Redis
+from dramatiq.asyncio import get_event_loop_thread
 
-from jobs.db import open_pool
-from jobs.events import EventLog
-from jobs.inflight import InFlight
+from jobs.catalog import Catalog, load_catalog
+from jobs.clients import Clients
 from jobs.ratelimit import RateLimiter
 from jobs.redis import async_client
-from jobs.routes import Routes, load_routes
 from jobs.settings import Settings, get_settings
-from workers.cancel import CancelWatcher
+from workers.cancel_watcher import CancelWatcher
 from workers.circuit import CircuitBreakers
 from workers.providers import build_providers
 from workers.providers.base import Provider
 
+T = TypeVar("T")
+
 
 @dataclass
-class Runtime:
+class Runtime(Clients):
     """Per-process resources shared by every job this process runs."""
 
-    settings: Settings
-    pool: AsyncConnectionPool
-    redis: Redis
-    events: EventLog
-    routes: Routes
+    catalog: Catalog
     providers: dict[str, Provider]
     breakers: CircuitBreakers
     limiter: RateLimiter
     cancels: CancelWatcher
-    inflight: InFlight
     worker_id: str
 
     async def close(self) -> None:
         """Release connections."""
         await self.cancels.stop()
-        await self.pool.close()
-        await self.redis.aclose()
+        await super().close()
 
 
 async def create_runtime(settings: Settings) -> Runtime:
     """Connect everything a worker needs."""
-    routes = load_routes(settings)
-    pool = await open_pool(settings.database_url, min_size=1, max_size=max(4, settings.worker_threads + 2))
+    catalog = load_catalog(settings)
     redis = async_client(settings.redis_url)
-    runtime = Runtime(
-        settings=settings,
-        pool=pool,
-        redis=redis,
-        events=EventLog(redis, settings.events_ttl_seconds),
-        routes=routes,
-        providers=build_providers(routes),
-        breakers=CircuitBreakers(
-            redis, threshold=settings.circuit_failure_threshold, window_seconds=settings.circuit_window_seconds,
-            cooldown_seconds=settings.circuit_cooldown_seconds,
-        ),
-        limiter=RateLimiter(redis),
-        cancels=CancelWatcher(),
-        inflight=InFlight(redis, settings.job_expiry_seconds),
-        worker_id=f"{socket.gethostname()}:{os.getpid()}",
+    runtime = await Runtime.connect(
+        settings, pool_size=(1, max(4, settings.worker_threads + 2)), redis=redis,
+        catalog=catalog, providers=build_providers(catalog),
+        breakers=CircuitBreakers(redis, threshold=settings.circuit_failure_threshold,
+                                 window_seconds=settings.circuit_window_seconds,
+                                 cooldown_seconds=settings.circuit_cooldown_seconds),
+        limiter=RateLimiter(redis), cancels=CancelWatcher(), worker_id=f"{socket.gethostname()}:{os.getpid()}",
     )
-    runtime.cancels.start(redis)
+    runtime.cancels.start(runtime.redis)
     return runtime
 
 
@@ -88,3 +74,11 @@ async def get_runtime() -> Runtime:
             if _runtime is None:
                 _runtime = await create_runtime(get_settings())
     return _runtime
+
+
+def run_on_loop(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine on the worker's event-loop thread (Dramatiq's AsyncIO middleware) and wait for it."""
+    loop_thread = get_event_loop_thread()
+    assert loop_thread is not None, "AsyncIO middleware not installed"
+    result: T = loop_thread.run_coroutine(coro)
+    return result

@@ -10,7 +10,6 @@ from litestar import Request, get, post
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from api.auth import client_ip
-from api.errors import ApiError
 from api.state import Services
 from jobs import tokens
 from jobs.accounts import (
@@ -26,7 +25,7 @@ from jobs.accounts import (
     sign_up,
 )
 from jobs.audit import audit
-from jobs.errors import NotFound
+from jobs.errors import AccountDisabled, InvalidCredentials, LoginLocked, NotFound
 from jobs.lockout import LoginGuard
 from jobs.passwords import MAX_PASSWORD, MIN_PASSWORD, hash_password, verify_password
 from jobs.tokens import TokenPair
@@ -96,7 +95,7 @@ async def _check_password(services: Services, data: Login, ip: str) -> LoginReco
         if record is None or not ok:
             await audit(conn, "auth.login_failed", actor_id=record.user.id if record else None,
                         target=f"email:{normalize_email(data.email)}", ip=ip)
-            raise ApiError(401, "invalid_credentials", "wrong email or password")
+            raise InvalidCredentials("wrong email or password")
         if rehash:
             await set_password_hash(conn, record.user.id, rehash)
     return record
@@ -112,12 +111,12 @@ async def login(request: Request[Any, Any, Any], data: Login, services: Services
     ip, guard = client_ip(request), LoginGuard(services.redis, services.settings)
     if wait := await guard.begin(data.email, ip):
         # `retry_after` also becomes the Retry-After header (api/errors.py).
-        raise ApiError(429, "login_locked", f"too many failed logins; try again in {wait} s", retry_after=wait)
+        raise LoginLocked(f"too many failed logins; try again in {wait} s", retry_after=wait)
     record = await _check_password(services, data, ip)
     await guard.succeeded(data.email, ip)
     user = record.user
     if record.disabled:
-        raise ApiError(403, "account_disabled", "this account is disabled")
+        raise AccountDisabled("this account is disabled")
     async with services.pool.connection() as conn, conn.transaction():
         pair = await tokens.issue_tokens(conn, services.settings, user.id, user.role, user.tier)
         await audit(conn, "auth.login", actor_id=user.id, target=f"user:{user.id}", ip=ip)
@@ -154,5 +153,5 @@ async def me(services: Services, principal: Principal) -> Me:
     return Me(**msgspec.structs.asdict(UserView.of(user)), auth="api_key" if principal.key_id else "token")
 
 
-#: Route handlers of this module, registered by api/app.py.
+#: Route handlers of this module, collected by api/routes/__init__.py.
 ROUTES: list[Any] = [register, login, refresh, logout, me]

@@ -20,14 +20,17 @@ from litestar import Request, post
 from litestar.status_codes import HTTP_200_OK
 from loguru import logger
 
-from api.errors import ApiError
+from api.auth import client_ip
 from api.state import Services
 from jobs import payments
+from jobs.accounts import user_exists
 from jobs.audit import audit
 from jobs.enqueue import submit
+from jobs.errors import InvalidSignature, UnknownPaymentProvider, WebhookNotConfigured
+from jobs.kinds import TopUpInput, TopUpJob
 from jobs.payments import Ignored, Payment
 from jobs.settings import Settings
-from jobs.states import Kind, Queue
+from jobs.states import Kind
 
 
 class WebhookAck(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -62,18 +65,17 @@ async def _ignore(services: Services, request: Request[Any, Any, Any], payment: 
     logger.warning("{} payment {} not credited: {}", payment.provider, payment.payment_id, reason)
     async with services.pool.connection() as conn:
         await audit(conn, "billing.webhook_ignored", target=payment.metadata.get("user_id"),
-                    ip=request.client.host if request.client else None, reason=reason, provider=payment.provider,
+                    ip=client_ip(request), reason=reason, provider=payment.provider,
                     payment_id=payment.payment_id, event_type=payment.event_type, amount=payment.amount,
                     currency=payment.currency)
     return WebhookAck(received=True, ignored=reason)
 
 
-async def _user_exists(services: Services, payment: Payment) -> bool:
+async def _payer_exists(services: Services, payment: Payment) -> bool:
     if payment.user_id is None:
         return False
     async with services.pool.connection() as conn:
-        cur = await conn.execute("SELECT 1 FROM users WHERE id = %s", (payment.user_id,))
-        return await cur.fetchone() is not None
+        return await user_exists(conn, payment.user_id)
 
 
 @post("/v1/billing/webhooks/{provider:str}", status_code=HTTP_200_OK, tags=["billing"],
@@ -89,41 +91,38 @@ async def receive_webhook(provider: str, request: Request[Any, Any, Any], servic
     503 `webhook_not_configured` when the provider's secret is unset.
     """
     if provider not in _PROVIDERS:
-        raise ApiError(404, "unknown_provider", f"no webhook for {provider!r}; use one of {sorted(_PROVIDERS)}")
+        raise UnknownPaymentProvider(f"no webhook for {provider!r}; use one of {sorted(_PROVIDERS)}")
     secret_of, verify_and_parse = _PROVIDERS[provider]
     settings = services.settings
     if not secret_of(settings):
-        raise ApiError(503, "webhook_not_configured", f"the {provider} webhook secret is not configured")
+        raise WebhookNotConfigured(f"the {provider} webhook secret is not configured")
     raw = await request.body()
     try:
         event = verify_and_parse(raw, request, settings)
-    except payments.InvalidSignature as exc:
+    except InvalidSignature as exc:
         logger.warning("{} webhook refused: {}", provider, exc.message)
         raise
     if isinstance(event, Ignored):
         logger.info("{} webhook ignored: {}", provider, event.reason)
         return WebhookAck(received=True, ignored=event.reason)
-    if not await _user_exists(services, event):
+    if not await _payer_exists(services, event):
         return await _ignore(services, request, event, "unknown user")
     credits = payments.credits_for(event, settings.credits_per_currency_unit)
     if credits is None:
         return await _ignore(services, request, event, "invalid credits")
     assert event.user_id is not None
-    spec = payments.TopUpInput(user_id=event.user_id, payment_id=event.payment_id, credits=credits,
-                               provider=event.provider, amount=event.amount, currency=event.currency)
-    outcome = await submit(services.pool, services.broker, services.events, owner_id=spec.user_id,
-                           kind=Kind.BILLING_TOPUP, queue=Queue.BILLING, payload=msgspec.to_builtins(spec),
-                           idempotency_key=spec.payment_id, max_attempts=settings.max_attempts)
+    topup = TopUpJob(input=TopUpInput(user_id=event.user_id, payment_id=event.payment_id, credits=credits,
+                                      provider=event.provider, amount=event.amount, currency=event.currency))
+    outcome = await submit(services, services.broker, topup, owner_id=event.user_id,
+                           idempotency_key=event.payment_id)
     if outcome.job.kind != Kind.BILLING_TOPUP:
         # The user spent this payment id as an Idempotency-Key of their own: submit without one;
         # the ledger reference still credits the payment once.
-        outcome = await submit(services.pool, services.broker, services.events, owner_id=spec.user_id,
-                               kind=Kind.BILLING_TOPUP, queue=Queue.BILLING, payload=msgspec.to_builtins(spec),
-                               max_attempts=settings.max_attempts)
+        outcome = await submit(services, services.broker, topup, owner_id=event.user_id)
     logger.bind(job_id=str(outcome.job.id)).info("{} payment {} accepted ({} credits){}", provider,
-                                                 spec.payment_id, credits, "" if outcome.created else ", again")
+                                                 event.payment_id, credits, "" if outcome.created else ", again")
     return WebhookAck(received=True, job_id=str(outcome.job.id))
 
 
-#: Route handlers of this module, registered by api/app.py.
+#: Route handlers of this module, collected by api/routes/__init__.py.
 ROUTES: list[Any] = [receive_webhook]

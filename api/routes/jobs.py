@@ -1,79 +1,34 @@
-"""`/v1/jobs`: submit, list, read."""
+"""`/v1/jobs`: submit, list, read, cancel."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
-from uuid import UUID
+from typing import TYPE_CHECKING, Annotated, Any
 
-import msgspec
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Response, get, post
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 
-from api.errors import ApiError
 from api.idempotency import accepted_job, fingerprint
-from api.schemas import CreateJob, JobList, JobView
+from api.lookup import load_job, owner_filter, parse_id
+from api.paging import Page, one_more, page
 from api.state import Services
-from jobs import credits, store
+from api.strict import strict
+from api.submission import submit_chat
+from api.views import JobView
+from jobs import lifecycle, store
 from jobs.accounts import Principal
-from jobs.enqueue import Submitted, submit
-from jobs.errors import NotFound
-from jobs.events import CANCEL_CHANNEL
-from jobs.ids import uuid7
-from jobs.kinds import ChatCompletionJob, queue_for
-from jobs.states import EventType, Kind, Status
+from jobs.kinds import ClientJob
+from jobs.states import Kind, Status
+
+#: `POST /v1/jobs` body: a client job kind, naming any unknown field.
+if TYPE_CHECKING:
+    CreateJob = ClientJob
+else:
+    CreateJob = strict(ClientJob)
 
 
-def parse_id(value: str, what: str = "job") -> UUID:
-    """An object id from a path; a malformed id is simply not found."""
-    try:
-        return UUID(value)
-    except ValueError:
-        raise NotFound(f"{what} {value!r} not found") from None
-
-
-async def load_job(services: Services, principal: Principal, job_id: str) -> store.JobRow:
-    """A job the caller may see, or 404 (another owner's job is indistinguishable from none)."""
-    row = await store.get_job(services.pool, parse_id(job_id), None if principal.is_admin else principal.user_id)
-    if row is None:
-        raise NotFound(f"job {job_id!r} not found")
-    return row
-
-
-async def admit(services: Services, principal: Principal, job_id: UUID) -> None:
-    """Count the job against the caller's concurrent-job limit, or 429 `too_many_concurrent_jobs`."""
-    if principal.is_admin:
-        return
-    settings = services.settings
-    limit = settings.max_concurrent_jobs_pro if principal.tier == "pro" else settings.max_concurrent_jobs_free
-    if not await services.inflight.admit(principal.user_id, job_id, limit):
-        raise ApiError(429, "too_many_concurrent_jobs",
-                       f"you already have {limit} jobs queued or running; wait for one to finish", limit=limit)
-
-
-async def submit_chat(services: Services, principal: Principal, request: ChatCompletionJob,
-                      idempotency_key: str | None = None, bound_to: bytes | None = None) -> Submitted:
-    """Check limits, reserve credits and enqueue a chat completion (native and OpenAI-compatible routes)."""
-    prompt_chars, limit = sum(len(m.content) for m in request.input.messages), services.settings.max_prompt_chars
-    if prompt_chars > limit:
-        raise ApiError(413, "prompt_too_large", f"messages total {prompt_chars} characters; the limit is {limit}")
-    route = services.routes.resolve(request.input.model)
-    job_id = uuid7()
-    await admit(services, principal, job_id)
-    try:
-        outcome = await submit(
-            services.pool, services.broker, services.events, owner_id=principal.user_id,
-            kind=Kind.CHAT_COMPLETION, queue=queue_for(request), payload=msgspec.to_builtins(request.input),
-            metadata=request.metadata, idempotency_key=idempotency_key, fingerprint=bound_to,
-            max_attempts=services.settings.max_attempts,
-            reserve=credits.worst_case(request.input, route), model=request.input.model, job_id=job_id,
-        )
-    except BaseException:
-        await services.inflight.done(principal.user_id, job_id)
-        raise
-    if not outcome.created:
-        await services.inflight.done(principal.user_id, job_id)
-    return outcome
+class JobList(Page[JobView, str], frozen=True, kw_only=True):
+    """A page of jobs; `next_cursor` is the last job's id."""
 
 
 class JobController(Controller):
@@ -85,7 +40,6 @@ class JobController(Controller):
     @post(status_code=HTTP_202_ACCEPTED, summary="Submit a job")
     async def create(
         self,
-        request: Request[Any, Any, Any],
         data: CreateJob,
         services: Services,
         principal: Principal,
@@ -113,11 +67,8 @@ class JobController(Controller):
         """The caller's jobs, newest first, filtered by status and kind; paginate with `cursor`."""
         before = parse_id(cursor, "cursor") if cursor else None
         rows = await store.list_jobs(services.pool, principal.user_id, status=status, kind=kind,
-                                     before=before, limit=limit + 1)
-        page = rows[:limit]
-        has_more = len(rows) > limit
-        return JobList(data=[JobView.of(r) for r in page], has_more=has_more,
-                       next_cursor=str(page[-1].id) if has_more else None)
+                                     before=before, limit=one_more(limit))
+        return page(JobList, [JobView.of(r) for r in rows], limit, lambda v: v.id)
 
     @post("/{job_id:str}/cancel", status_code=200, summary="Cancel a job")
     async def cancel(self, job_id: str, services: Services, principal: Principal) -> JobView:
@@ -125,23 +76,14 @@ class JobController(Controller):
 
         A job that already finished is 409 `job_finished`.
         """
-        owner = None if principal.is_admin else principal.user_id
-        async with services.pool.connection() as conn, conn.transaction():
-            row = await store.cancel(conn, parse_id(job_id), owner)
-            if row is not None:
-                await credits.release_all(conn, row.owner_id, row.id, row.reserved_credits,
-                                          str(row.payload.get("model") or row.kind))
-        if row is None:
-            current = await load_job(services, principal, job_id)  # 404 if not visible
-            raise ApiError(409, "job_finished", f"job {job_id} already {current.status}",
-                           job_status=current.status)
-        await services.inflight.done(row.owner_id, row.id)
-        await services.events.publish(row.id, row.owner_id, EventType.CANCELLED, {"error": row.error})
-        await services.redis.publish(CANCEL_CHANNEL, str(row.id))
-        return JobView.of(row)
+        return JobView.of(await lifecycle.cancel(services, parse_id(job_id), owner_filter(principal)))
 
     @get("/{job_id:str}", summary="Get a job")
     async def retrieve(self, job_id: str, services: Services, principal: Principal) -> JobView:
         """A job with its status, result, usage and every provider attempt."""
         row = await load_job(services, principal, job_id)
         return JobView.of(row, await store.list_attempts(services.pool, row.id))
+
+
+#: Route handlers of this module, collected by api/routes/__init__.py.
+ROUTES: list[Any] = [JobController]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any
-from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, delete, get, post
 from litestar.status_codes import HTTP_201_CREATED
 
 from api.auth import client_ip
+from api.lookup import owner_filter, parse_id
 from api.state import Services
 from jobs.accounts import ApiKey, Principal, list_api_keys, new_api_key, revoke_api_key
 from jobs.audit import audit
@@ -56,13 +56,6 @@ class KeyList(msgspec.Struct, frozen=True, kw_only=True):
     object: str = "list"
 
 
-def _key_id(value: str) -> UUID:
-    try:
-        return UUID(value)
-    except ValueError:
-        raise NotFound(f"key {value!r} not found") from None
-
-
 class KeyController(Controller):
     """API keys of the authenticated user (with an access token or another key)."""
 
@@ -90,14 +83,13 @@ class KeyController(Controller):
     async def revoke(self, request: Request[Any, Any, Any], key_id: str, services: Services,
                      principal: Principal) -> None:
         """Revoke a key: refused at once by every API process. Another user's key is 404."""
-        owner = None if principal.is_admin else principal.user_id
         async with services.pool.connection() as conn, conn.transaction():
-            key = await revoke_api_key(conn, _key_id(key_id), owner)
+            key = await revoke_api_key(conn, parse_id(key_id, "key"), owner_filter(principal))
             if key is None:
                 raise NotFound(f"key {key_id!r} not found")
             await audit(conn, "key.revoke", actor_id=principal.user_id, target=f"key:{key.id}",
                         ip=client_ip(request), prefix=key.prefix, owner_id=str(key.user_id))
 
 
-#: Route handlers of this module, registered by api/app.py.
+#: Route handlers of this module, collected by api/routes/__init__.py.
 ROUTES: list[Any] = [KeyController]

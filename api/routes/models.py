@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 from litestar import get
 
@@ -44,7 +46,7 @@ class ModelList(msgspec.Struct, frozen=True, kw_only=True):
 async def list_models(services: Services) -> ModelList:
     """Every public model of the routes file whose providers are configured."""
     views = []
-    for name, route in sorted(services.routes.models.items()):
+    for name, route in sorted(services.catalog.models.items()):
         first = route.targets[0]
         views.append(ModelView(
             id=name, description=route.description, input_price=first.input_price,
@@ -54,3 +56,7 @@ async def list_models(services: Services) -> ModelList:
                                  max_output=t.max_output) for t in route.targets],
         ))
     return ModelList(data=views)
+
+
+#: Route handlers of this module, collected by api/routes/__init__.py.
+ROUTES: list[Any] = [list_models]

@@ -22,13 +22,13 @@ from litestar import Request, Response, post
 from litestar.channels import ChannelsPlugin
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from api.errors import ApiError, to_problem
-from api.routes.jobs import submit_chat
+from api.errors import to_problem
 from api.state import Services
 from api.streaming import job_events
+from api.submission import submit_chat
 from jobs import store
 from jobs.accounts import Principal
-from jobs.errors import SwitchyardError
+from jobs.errors import JobFailed, StreamReset, SwitchyardError
 from jobs.kinds import MAX_MESSAGES, MAX_OUTPUT_TOKENS, ChatCompletionInput, ChatCompletionJob, Message
 from jobs.states import EventType
 
@@ -84,20 +84,14 @@ def _to_job(req: ChatCompletionRequest) -> ChatCompletionJob:
     for m in req.messages:
         text = m.content if isinstance(m.content, str) else "".join(p.text for p in m.content or [])
         messages.append(Message(role="system" if m.role == "developer" else m.role, content=text, name=m.name))
-    spec = ChatCompletionInput(
+    return ChatCompletionJob(input=ChatCompletionInput(
         model=req.model, messages=messages, max_tokens=req.max_completion_tokens or req.max_tokens or 1024,
         temperature=req.temperature, stream=req.stream,
-    )
-    return ChatCompletionJob(input=spec)
+    ))
 
 
 def _completion_id(job: store.JobRow) -> str:
     return f"chatcmpl-{job.id.hex}"
-
-
-def _failure(error: dict[str, Any]) -> ApiError:
-    """The job failed: a 502 carrying the job's own error code."""
-    return ApiError(502, str(error.get("code", "job_failed")), str(error.get("message", "the job failed")))
 
 
 @post("/v1/chat/completions", tags=["openai"], summary="Chat completion (OpenAI-compatible)",
@@ -121,7 +115,7 @@ async def chat_completions(data: ChatCompletionRequest, services: Services, prin
                 "usage": {k: result["usage"][k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")},
             }
         if event.type in (EventType.FAILED, EventType.CANCELLED):
-            raise _failure(event.data.get("error") or {})
+            raise JobFailed(event.data.get("error") or {})
     raise SwitchyardError("the job's event stream ended without a result")
 
 
@@ -140,9 +134,7 @@ async def _chunks(job: store.JobRow, model: str, created: int, events: AsyncIter
             case EventType.DELTA:
                 yield chunk({"content": event.data["text"]})
             case EventType.RESET:
-                error = {"message": "the provider failed mid-stream; retry the request", "type": "api_error",
-                         "code": "stream_reset", "param": None}
-                yield ServerSentEventMessage(data=msgspec.json.encode({"error": error}).decode())
+                yield _stream_error(StreamReset("the provider failed mid-stream; retry the request"))
                 return
             case EventType.SUCCEEDED:
                 result = event.data["result"]
@@ -154,12 +146,15 @@ async def _chunks(job: store.JobRow, model: str, created: int, events: AsyncIter
                 yield ServerSentEventMessage(data="[DONE]")
                 return
             case EventType.FAILED | EventType.CANCELLED:
-                err = event.data.get("error") or {}
-                error = {"message": err.get("message", "the job failed"), "type": "api_error",
-                         "code": err.get("code", "job_failed"), "param": None}
-                yield ServerSentEventMessage(data=msgspec.json.encode({"error": error}).decode())
+                yield _stream_error(JobFailed(event.data.get("error") or {}))
                 return
 
 
-#: Route handlers of this module, registered by api/app.py.
+def _stream_error(exc: SwitchyardError) -> ServerSentEventMessage:
+    """An error inside an already started stream, in OpenAI's shape."""
+    body = {"message": exc.message, "type": "api_error", "code": exc.public_code, "param": None}
+    return ServerSentEventMessage(data=msgspec.json.encode({"error": body}).decode())
+
+
+#: Route handlers of this module, collected by api/routes/__init__.py.
 ROUTES: list[Any] = [chat_completions]

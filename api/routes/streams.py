@@ -14,18 +14,18 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Request, WebSocket, get, websocket
 from litestar.channels import ChannelsPlugin
-from litestar.exceptions import NotAuthorizedException, WebSocketDisconnect
+from litestar.exceptions import WebSocketDisconnect
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from api.auth import authenticate
 from api.errors import problem
-from api.routes.jobs import load_job
+from api.lookup import load_job
 from api.state import Services
 from api.streaming import job_events, owner_events
 from jobs import metrics
 from jobs.accounts import Principal
-from jobs.errors import SwitchyardError
+from jobs.errors import SwitchyardError, Unauthenticated
 from jobs.events import Event
 
 _encode = msgspec.json.encode
@@ -55,8 +55,8 @@ async def _send_all(socket: WebSocket[Any, Any, Any], events: AsyncIterator[Even
 async def _ws_principal(socket: WebSocket[Any, Any, Any], services: Services) -> Principal | None:
     try:
         return await authenticate(socket, services, allow_query=True)
-    except NotAuthorizedException as exc:
-        await _refuse(socket, 401, "unauthorized", exc.detail)
+    except Unauthenticated as exc:
+        await _refuse(socket, exc.status, Unauthenticated.code, exc.message)
         return None
 
 
@@ -72,7 +72,7 @@ async def job_stream(
     try:
         job = await load_job(services, principal, job_id)
     except SwitchyardError as exc:
-        await _refuse(socket, exc.status, exc.code, exc.message)
+        await _refuse(socket, exc.status, exc.public_code, exc.message)
         return
     await _send_all(socket, job_events(services, channels, job, after), "ws_job")
 
@@ -107,3 +107,7 @@ async def job_sse(
             gauge.dec()
 
     return ServerSentEvent(messages())
+
+
+#: Route handlers of this module, collected by api/routes/__init__.py.
+ROUTES: list[Any] = [job_stream, job_sse, all_events]

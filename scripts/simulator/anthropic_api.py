@@ -10,30 +10,31 @@ import msgspec
 from litestar import Request, Response, Router, post
 from litestar.response import Stream
 
-from .connection import abort_connection
 from .engine import (
+    FAULT_STATUS,
     BadRequest,
     ChatPlan,
     early_fault,
-    paced,
     plan_chat,
     read_json,
     record,
     require_model,
+    retry_after_headers,
     stream_limit,
+    stream_reply,
     wait_full_reply,
 )
 from .faults import Decision
 
-# fault -> (HTTP status, error.type, message)
-_ERRORS: dict[str, tuple[int, str, str]] = {
-    "429": (429, "rate_limit_error", "Number of requests has exceeded your rate limit."),
-    "500": (500, "api_error", "Internal server error (simulated)."),
-    "503": (503, "api_error", "Service unavailable (simulated)."),
-    "529": (529, "overloaded_error", "Overloaded"),
-    "400": (400, "invalid_request_error", "Invalid request (simulated)."),
-    "401": (401, "authentication_error", "invalid x-api-key (simulated)"),
-    "context": (400, "invalid_request_error", "prompt is too long: 250000 tokens > 200000 maximum"),
+# fault -> (error.type, message); the HTTP status is engine.FAULT_STATUS.
+_ERRORS: dict[str, tuple[str, str]] = {
+    "429": ("rate_limit_error", "Number of requests has exceeded your rate limit."),
+    "500": ("api_error", "Internal server error (simulated)."),
+    "503": ("api_error", "Service unavailable (simulated)."),
+    "529": ("overloaded_error", "Overloaded"),
+    "400": ("invalid_request_error", "Invalid request (simulated)."),
+    "401": ("authentication_error", "invalid x-api-key (simulated)"),
+    "context": ("invalid_request_error", "prompt is too long: 250000 tokens > 200000 maximum"),
 }
 
 
@@ -51,12 +52,8 @@ def error_response(
 
 def fault_error(fault: str, decision: Decision) -> Response[Any]:
     """Render a status-code fault in Anthropic's error format."""
-    status, type_, message = _ERRORS[fault]
-    headers = None
-    if fault == "429":
-        secs = decision.directives.retry_after
-        headers = {"retry-after": str(int(secs)) if secs == int(secs) else str(secs)}
-    return error_response(status, type_, message, headers)
+    type_, message = _ERRORS[fault]
+    return error_response(FAULT_STATUS[fault], type_, message, retry_after_headers(fault, decision))
 
 
 def bad_request(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -116,24 +113,25 @@ async def _stream(
         )
         for piece in stream_limit(plan)
     ]
-    async for frame in paced(deltas, plan.decision):
+    malformed = b'event: content_block_delta\ndata: {"type": "content_block_delta", "index": \n\n'
+    async for frame in stream_reply(request, plan, deltas, malformed, lambda: _closing(plan)):
         yield frame
-    if plan.decision.fault == "cut":
-        await abort_connection(request)
-        return
-    if plan.decision.fault == "malformed":
-        yield b'event: content_block_delta\ndata: {"type": "content_block_delta", "index": \n\n'
-        return
-    yield _event("content_block_stop", {"type": "content_block_stop", "index": 0})
-    yield _event(
-        "message_delta",
-        {
-            "type": "message_delta",
-            "delta": {"stop_reason": _stop_reason(plan), "stop_sequence": None},
-            "usage": {"output_tokens": len(plan.words)},
-        },
-    )
-    yield _event("message_stop", {"type": "message_stop"})
+
+
+def _closing(plan: ChatPlan) -> list[bytes]:
+    """The events that end an unbroken stream: block stop, stop reason + usage, stop."""
+    return [
+        _event("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        _event(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": _stop_reason(plan), "stop_sequence": None},
+                "usage": {"output_tokens": len(plan.words)},
+            },
+        ),
+        _event("message_stop", {"type": "message_stop"}),
+    ]
 
 
 @post("/v1/messages", status_code=200)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -13,7 +13,15 @@ from litestar import Request, Response
 
 from .connection import abort_connection, wait_for_disconnect
 from .faults import Decision, DirectiveError, SimState, extract_directives
-from .text import DEFAULT_REPLY_TOKENS, conversation, count_words, pieces, reply_words
+from .text import (
+    DEFAULT_EMBED_DIM,
+    DEFAULT_REPLY_TOKENS,
+    conversation,
+    count_words,
+    embed,
+    pieces,
+    reply_words,
+)
 
 SIM_HEADER = "x-sim"
 _T = TypeVar("_T")
@@ -138,10 +146,29 @@ def now() -> int:
 
 
 ErrorRenderer = Callable[[str, Decision], Response[Any]]
-STATUS_FAULTS = frozenset({"429", "500", "503", "529", "400", "401", "context"})
+# fault -> HTTP status; every protocol answers a fault with the same code, only the body differs.
+FAULT_STATUS: dict[str, int] = {
+    "429": 429,
+    "500": 500,
+    "503": 503,
+    "529": 529,
+    "400": 400,
+    "401": 401,
+    "context": 400,
+}
+STATUS_FAULTS = frozenset(FAULT_STATUS)
 # A 200 body that is deliberately not valid JSON (non-streaming fault=malformed).
 MALFORMED_JSON = b'{"id": "sim-malformed", "object": "truncated", "choices": [{"inde'
 GONE = 499  # nginx's "client closed request"; the response is never actually delivered
+
+
+def retry_after_headers(fault: str, decision: Decision) -> dict[str, str] | None:
+    """``Retry-After`` headers for ``fault=429`` (None for any other fault)."""
+    if fault != "429":
+        return None
+    secs = decision.directives.retry_after
+    # Whole seconds are sent without a decimal point, as real providers do.
+    return {"retry-after": str(int(secs)) if secs == int(secs) else str(secs)}
 
 
 async def early_fault(
@@ -183,3 +210,70 @@ def stream_limit(plan: ChatPlan) -> list[str]:
 def record(request: Request[Any, Any, Any], api: str, model: str, decision: Decision) -> None:
     """Count the request in the stats under its outcome (``ok`` or the fault name)."""
     state_of(request).record(api, model, decision.fault or "ok")
+
+
+async def stream_reply(
+    request: Request[Any, Any, Any],
+    plan: ChatPlan,
+    frames: Sequence[bytes],
+    malformed: bytes,
+    tail: Callable[[], Iterable[bytes]],
+) -> AsyncIterator[bytes]:
+    """Pace ``frames``, then strike a mid-stream ``cut``/``malformed`` or send ``tail()``.
+
+    ``frames`` should come from :func:`stream_limit`; ``malformed`` is the protocol's
+    half-written frame. ``tail`` is called only after the last frame went out, so closing
+    frames can report real durations.
+    """
+    async for frame in paced(frames, plan.decision):
+        yield frame
+    if plan.decision.fault == "cut":
+        await abort_connection(request)
+        return
+    if plan.decision.fault == "malformed":
+        yield malformed
+        return
+    for frame in tail():
+        yield frame
+
+
+@dataclass
+class EmbedPlan:
+    """Everything needed to answer one embeddings request, whatever the protocol."""
+
+    model: str
+    inputs: list[str]
+    dims: int
+    decision: Decision
+
+    @property
+    def vectors(self) -> list[list[float]]:
+        """One deterministic unit vector per input, in input order."""
+        return [embed(text, self.dims) for text in self.inputs]
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Words across all inputs."""
+        return sum(count_words(text) for text in self.inputs)
+
+
+async def plan_embed(
+    request: Request[Any, Any, Any],
+    api: str,
+    model: str,
+    inputs: list[str],
+    dimensions: Any,
+    render_error: ErrorRenderer,
+) -> EmbedPlan | Response[Any]:
+    """Validate, record and pace an embeddings request; a Response is a fault to return."""
+    dims = dimensions or DEFAULT_EMBED_DIM
+    if not isinstance(dims, int) or dims < 1:
+        raise BadRequest("dimensions: must be a positive integer")
+    decision = decide(request, model, inputs)
+    record(request, api, model, decision)
+    early = await early_fault(request, decision, render_error, streaming=False)
+    if early is not None:
+        return early
+    # An embedding costs the time of one token: TTFT, so ttft_ms directives still apply.
+    await wait_full_reply(1, decision)
+    return EmbedPlan(model=model, inputs=inputs, dims=dims, decision=decision)

@@ -12,25 +12,26 @@ import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.response import Stream
 
-from .connection import abort_connection
 from .engine import (
+    FAULT_STATUS,
     BadRequest,
     ChatPlan,
-    decide,
+    EmbedPlan,
     early_fault,
-    paced,
     plan_chat,
+    plan_embed,
     read_json,
     record,
     require_model,
+    retry_after_headers,
     state_of,
     stream_limit,
+    stream_reply,
     wait_full_reply,
 )
 from .faults import Decision
-from .text import DEFAULT_EMBED_DIM, count_words, embed
 
-_STATUS = {"429": 429, "500": 500, "503": 503, "529": 529, "400": 400, "401": 401, "context": 400}
+# Ollama's error body is a bare message; the HTTP status is engine.FAULT_STATUS.
 _MESSAGES = {
     "429": "rate limited (simulated)",
     "401": "unauthorized (simulated)",
@@ -41,12 +42,9 @@ _MESSAGES = {
 
 def fault_error(fault: str, decision: Decision) -> Response[Any]:
     """Render a status-code fault as Ollama's ``{"error": "..."}``."""
-    headers = None
-    if fault == "429":
-        secs = decision.directives.retry_after
-        headers = {"retry-after": str(int(secs)) if secs == int(secs) else str(secs)}
     message = _MESSAGES.get(fault, f"simulated server error {fault}")
-    return Response({"error": message}, status_code=_STATUS[fault], headers=headers)
+    headers = retry_after_headers(fault, decision)
+    return Response({"error": message}, status_code=FAULT_STATUS[fault], headers=headers)
 
 
 def bad_request(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -95,15 +93,14 @@ async def _stream(
         )
         for piece in stream_limit(plan)
     ]
-    async for line in paced(lines, plan.decision):
+    malformed = b'{"model": "' + plan.model.encode() + b'", "message": {"role": \n'
+
+    def closing() -> list[bytes]:
+        # Built only once the last token is out, so the summary's durations are real.
+        return [_line(_final(plan, started, ""))]
+
+    async for line in stream_reply(request, plan, lines, malformed, closing):
         yield line
-    if plan.decision.fault == "cut":
-        await abort_connection(request)
-        return
-    if plan.decision.fault == "malformed":
-        yield b'{"model": "' + plan.model.encode() + b'", "message": {"role": \n'
-        return
-    yield _line(_final(plan, started, ""))
 
 
 @post("/api/chat", status_code=200)
@@ -136,22 +133,18 @@ async def embed_route(request: Request[Any, Any, Any]) -> Response[Any]:
     inputs = [raw] if isinstance(raw, str) else raw
     if not isinstance(inputs, list) or not inputs or not all(isinstance(x, str) for x in inputs):
         raise BadRequest("input: must be a string or a non-empty list of strings")
-    dims = data.get("dimensions") or DEFAULT_EMBED_DIM
-    if not isinstance(dims, int) or dims < 1:
-        raise BadRequest("dimensions: must be a positive integer")
-    decision = decide(request, model, inputs)
-    record(request, "ollama.embed", model, decision)
-    early = await early_fault(request, decision, fault_error, streaming=False)
-    if early is not None:
-        return early
-    await wait_full_reply(1, decision)
+    plan = await plan_embed(
+        request, "ollama.embed", model, inputs, data.get("dimensions"), fault_error
+    )
+    if not isinstance(plan, EmbedPlan):
+        return plan
     return Response(
         {
             "model": model,
-            "embeddings": [embed(t, dims) for t in inputs],
+            "embeddings": plan.vectors,
             "total_duration": int((time.monotonic() - started) * 1e9),
             "load_duration": 0,
-            "prompt_eval_count": sum(count_words(t) for t in inputs),
+            "prompt_eval_count": plan.prompt_tokens,
         }
     )
 

@@ -10,34 +10,35 @@ import msgspec
 from litestar import Request, Response, Router, post
 from litestar.response import Stream
 
-from .connection import abort_connection
 from .engine import (
+    FAULT_STATUS,
     BadRequest,
     ChatPlan,
-    decide,
+    EmbedPlan,
     early_fault,
     now,
-    paced,
     plan_chat,
+    plan_embed,
     read_json,
     record,
     require_model,
+    retry_after_headers,
     stream_limit,
+    stream_reply,
     wait_full_reply,
 )
 from .faults import Decision
-from .text import DEFAULT_EMBED_DIM, count_words, embed, embed_base64
+from .text import embed_base64
 
-# fault -> (HTTP status, error.type, error.code, message)
-_ERRORS: dict[str, tuple[int, str, str | None, str]] = {
-    "429": (429, "requests", "rate_limit_exceeded", "Rate limit reached (simulated)."),
-    "500": (500, "server_error", None, "The server had an error processing your request."),
-    "503": (503, "server_error", "service_unavailable", "The engine is currently overloaded."),
-    "529": (529, "server_error", "overloaded", "The server is overloaded (simulated)."),
-    "400": (400, "invalid_request_error", None, "Invalid request (simulated)."),
-    "401": (401, "invalid_request_error", "invalid_api_key", "Incorrect API key (simulated)."),
+# fault -> (error.type, error.code, message); the HTTP status is engine.FAULT_STATUS.
+_ERRORS: dict[str, tuple[str, str | None, str]] = {
+    "429": ("requests", "rate_limit_exceeded", "Rate limit reached (simulated)."),
+    "500": ("server_error", None, "The server had an error processing your request."),
+    "503": ("server_error", "service_unavailable", "The engine is currently overloaded."),
+    "529": ("server_error", "overloaded", "The server is overloaded (simulated)."),
+    "400": ("invalid_request_error", None, "Invalid request (simulated)."),
+    "401": ("invalid_request_error", "invalid_api_key", "Incorrect API key (simulated)."),
     "context": (
-        400,
         "invalid_request_error",
         "context_length_exceeded",
         "This model's maximum context length is 8192 tokens. However, your messages "
@@ -61,16 +62,13 @@ def error_response(
 
 def fault_error(fault: str, decision: Decision) -> Response[Any]:
     """Render a status-code fault in OpenAI's error format."""
-    status, type_, code, message = _ERRORS[fault]
-    headers = None
-    if fault == "429":
-        secs = decision.directives.retry_after
-        headers = {
-            "retry-after": str(int(secs)) if secs == int(secs) else str(secs),
-            "retry-after-ms": str(int(secs * 1000)),
-        }
+    type_, code, message = _ERRORS[fault]
+    headers = retry_after_headers(fault, decision)
+    if headers is not None:
+        # OpenAI also sends the delay in milliseconds, which its SDK reads first.
+        headers["retry-after-ms"] = str(int(decision.directives.retry_after * 1000))
     param = "messages" if fault == "context" else None
-    return error_response(status, type_, message, code, param, headers)
+    return error_response(FAULT_STATUS[fault], type_, message, code, param, headers)
 
 
 def bad_request(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -113,18 +111,14 @@ async def _stream(
     frames = [chunk({"content": piece}) for piece in stream_limit(plan)]
     # The role chunk travels with the first token, so it too arrives at TTFT.
     frames = [role + frames[0], *frames[1:]] if frames else [role]
-    async for frame in paced(frames, plan.decision):
+    malformed = b'data: {"id": "' + cid.encode() + b'", "choices": [{"delta": {"content": \n\n'
+
+    def closing() -> list[bytes]:
+        usage = [_sse({**base, "choices": [], "usage": _usage(plan)})] if include_usage else []
+        return [chunk({}, "length" if plan.capped else "stop"), *usage, b"data: [DONE]\n\n"]
+
+    async for frame in stream_reply(request, plan, frames, malformed, closing):
         yield frame
-    if plan.decision.fault == "cut":
-        await abort_connection(request)
-        return
-    if plan.decision.fault == "malformed":
-        yield b'data: {"id": "' + cid.encode() + b'", "choices": [{"delta": {"content": \n\n'
-        return
-    yield chunk({}, "length" if plan.capped else "stop")
-    if include_usage:
-        yield _sse({**base, "choices": [], "usage": _usage(plan)})
-    yield b"data: [DONE]\n\n"
 
 
 @post("/v1/chat/completions", status_code=200)
@@ -190,33 +184,19 @@ async def embeddings(request: Request[Any, Any, Any]) -> Response[Any]:
     data = await read_json(request)
     model = require_model(data)
     inputs = _inputs(data.get("input"))
-    dims = data.get("dimensions") or DEFAULT_EMBED_DIM
-    if not isinstance(dims, int) or dims < 1:
-        raise BadRequest("dimensions: must be a positive integer")
-    decision = decide(request, model, inputs)
-    record(request, "openai.embeddings", model, decision)
-    early = await early_fault(request, decision, fault_error, streaming=False)
-    if early is not None:
-        return early
-    await wait_full_reply(1, decision)
+    plan = await plan_embed(
+        request, "openai.embeddings", model, inputs, data.get("dimensions"), fault_error
+    )
+    if not isinstance(plan, EmbedPlan):
+        return plan
     b64 = data.get("encoding_format") == "base64"
     items = [
-        {
-            "object": "embedding",
-            "index": i,
-            "embedding": embed_base64(embed(t, dims)) if b64 else embed(t, dims),
-        }
-        for i, t in enumerate(inputs)
+        {"object": "embedding", "index": i, "embedding": embed_base64(v) if b64 else v}
+        for i, v in enumerate(plan.vectors)
     ]
-    tokens = sum(count_words(t) for t in inputs)
-    return Response(
-        {
-            "object": "list",
-            "data": items,
-            "model": model,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        }
-    )
+    tokens = plan.prompt_tokens
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+    return Response({"object": "list", "data": items, "model": model, "usage": usage})
 
 
 def models_payload(models: list[str]) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jobs.routes import ProviderConfig, Routes
+from jobs.catalog import Catalog, ProviderConfig
 from workers.providers.anthropic import AnthropicProvider
 from workers.providers.base import Provider
 from workers.providers.ollama import OllamaProvider
@@ -20,6 +20,6 @@ def build_provider(name: str, config: ProviderConfig) -> Provider:
     return _ADAPTERS[config.kind](name, base_url=config.base_url or None, api_key=config.api_key)
 
 
-def build_providers(routes: Routes) -> dict[str, Provider]:
-    """Adapters for every usable provider of the routes file."""
-    return {name: build_provider(name, cfg) for name, cfg in routes.providers.items()}
+def build_providers(catalog: Catalog) -> dict[str, Provider]:
+    """Adapters for every usable provider of the catalogue."""
+    return {name: build_provider(name, cfg) for name, cfg in catalog.providers.items()}

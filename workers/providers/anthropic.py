@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import anthropic
 
 from jobs.errors import ProviderError, ProviderOverloaded
 from jobs.kinds import Usage
-from workers.providers.base import ChatOutcome, ChatRequest, OnDelta, map_sdk_error
+from workers.providers.base import ChatOutcome, OnDelta, StreamedText, TargetRequest, guarded, map_sdk_error
 
 #: Anthropic stop reasons in OpenAI's vocabulary, which is what our results use.
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls"}
@@ -27,7 +26,7 @@ class AnthropicProvider:
         self.name = name
         self.client = anthropic.AsyncAnthropic(base_url=base_url or None, api_key=api_key, max_retries=0)
 
-    async def chat(self, request: ChatRequest, on_delta: OnDelta | None = None) -> ChatOutcome:
+    async def chat(self, request: TargetRequest, on_delta: OnDelta | None = None) -> ChatOutcome:
         """Run one completion, streaming when `on_delta` is given."""
         system = "\n\n".join(m.content for m in request.messages if m.role == "system")
         kwargs: dict[str, Any] = {
@@ -43,14 +42,8 @@ class AnthropicProvider:
             kwargs["system"] = system
         if request.temperature is not None:
             kwargs["temperature"] = min(request.temperature, 1.0)  # Anthropic's range is 0..1
-        try:
-            if on_delta is None:
-                return await self._complete(kwargs)
-            return await self._stream(kwargs, on_delta)
-        except ProviderError:
-            raise
-        except Exception as exc:
-            raise map_error(exc) from exc
+        call = self._complete(kwargs) if on_delta is None else self._stream(kwargs, StreamedText(on_delta))
+        return await guarded(call, map_error)
 
     async def _complete(self, kwargs: dict[str, Any]) -> ChatOutcome:
         message = await self.client.messages.create(**kwargs)
@@ -61,10 +54,7 @@ class AnthropicProvider:
             usage=_usage(message.usage.input_tokens, message.usage.output_tokens),
         )
 
-    async def _stream(self, kwargs: dict[str, Any], on_delta: OnDelta) -> ChatOutcome:
-        started = time.perf_counter()
-        ttft_ms: float | None = None
-        parts: list[str] = []
+    async def _stream(self, kwargs: dict[str, Any], text: StreamedText) -> ChatOutcome:
         input_tokens = output_tokens = 0
         stop_reason = ""
         stream = await self.client.messages.create(**kwargs, stream=True)
@@ -73,18 +63,15 @@ class AnthropicProvider:
                 case "message_start":
                     input_tokens = event.message.usage.input_tokens
                 case "content_block_delta" if event.delta.type == "text_delta":
-                    if ttft_ms is None:
-                        ttft_ms = (time.perf_counter() - started) * 1000
-                    parts.append(event.delta.text)
-                    await on_delta(event.delta.text)
+                    await text.add(event.delta.text)
                 case "message_delta":
                     output_tokens = event.usage.output_tokens
                     stop_reason = event.delta.stop_reason or ""
         if not stop_reason:
             raise ProviderOverloaded("stream ended before message_stop", reason="stream_broken")
         return ChatOutcome(
-            content="".join(parts), finish_reason=_FINISH.get(stop_reason, "stop"),
-            usage=_usage(input_tokens, output_tokens), ttft_ms=ttft_ms,
+            content=text.text, finish_reason=_FINISH.get(stop_reason, "stop"),
+            usage=_usage(input_tokens, output_tokens), ttft_ms=text.ttft_ms,
         )
 
 

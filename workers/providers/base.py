@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import Any, Protocol
@@ -18,8 +19,8 @@ from jobs.kinds import Message, Usage
 OnDelta = Callable[[str], Awaitable[None]]
 
 
-class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
-    """A chat completion as sent to one target (`model` is the provider's model name)."""
+class TargetRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """A job's chat input as sent to one target (`model` is the provider's model name, limits are the target's)."""
 
     model: str
     messages: list[Message]
@@ -43,7 +44,7 @@ class Provider(Protocol):
 
     name: str
 
-    async def chat(self, request: ChatRequest, on_delta: OnDelta | None = None) -> ChatOutcome:
+    async def chat(self, request: TargetRequest, on_delta: OnDelta | None = None) -> ChatOutcome:
         """Run one completion; stream through `on_delta` when given.
 
         Raises:
@@ -101,3 +102,37 @@ def map_sdk_error(exc: BaseException, sdk: ModuleType, context_error: Callable[[
         case sdk.APIError():
             return ProviderOverloaded(f"provider error: {exc.message}", reason="stream_broken")
     return classify_transport(exc)
+
+
+async def guarded(call: Awaitable[ChatOutcome], map_error: Callable[[Exception], ProviderError]) -> ChatOutcome:
+    """Await one adapter call, translating whatever escapes the SDK into our error tree (once, here)."""
+    try:
+        return await call
+    except ProviderError:
+        raise
+    except Exception as exc:
+        raise map_error(exc) from exc
+
+
+class StreamedText:
+    """The text of a streaming completion: forwards each piece to `on_delta`, times the first one."""
+
+    def __init__(self, on_delta: OnDelta) -> None:
+        self.on_delta = on_delta
+        self.started = time.perf_counter()
+        self.ttft_ms: float | None = None
+        self.parts: list[str] = []
+
+    async def add(self, text: str) -> None:
+        """One piece of generated text (empty pieces are ignored)."""
+        if not text:
+            return
+        if self.ttft_ms is None:
+            self.ttft_ms = (time.perf_counter() - self.started) * 1000
+        self.parts.append(text)
+        await self.on_delta(text)
+
+    @property
+    def text(self) -> str:
+        """Everything streamed so far."""
+        return "".join(self.parts)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import ollama
 
 from jobs.errors import ContextTooLong, ProviderError, ProviderOverloaded, ProviderRejected
 from jobs.kinds import Usage
-from workers.providers.base import ChatOutcome, ChatRequest, OnDelta, classify_transport
+from workers.providers.base import ChatOutcome, OnDelta, StreamedText, TargetRequest, classify_transport, guarded
 
 _FINISH = {"stop": "stop", "length": "length"}
 
@@ -40,39 +39,31 @@ class OllamaProvider:
             self._clients[timeout] = ollama.AsyncClient(host=self.base_url or None, timeout=timeout)
         return self._clients[timeout]
 
-    async def chat(self, request: ChatRequest, on_delta: OnDelta | None = None) -> ChatOutcome:
+    async def chat(self, request: TargetRequest, on_delta: OnDelta | None = None) -> ChatOutcome:
         """Run one completion, streaming when `on_delta` is given."""
         options: dict[str, Any] = {"num_predict": request.max_tokens}
         if request.temperature is not None:
             options["temperature"] = request.temperature
         messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        kwargs: dict[str, Any] = {"model": request.model, "messages": messages, "options": options}
         client = self._client(request.timeout_seconds)
-        try:
-            if on_delta is None:
-                response = await client.chat(model=request.model, messages=messages, options=options)
-                return _outcome(response.message.content or "", response, None)
-            started = time.perf_counter()
-            ttft_ms: float | None = None
-            parts: list[str] = []
-            last: Any = None
-            async for part in await client.chat(
-                model=request.model, messages=messages, options=options, stream=True
-            ):
-                text = part.message.content or ""
-                if text:
-                    if ttft_ms is None:
-                        ttft_ms = (time.perf_counter() - started) * 1000
-                    parts.append(text)
-                    await on_delta(text)
-                if part.done:
-                    last = part
-            if last is None:
-                raise ProviderOverloaded("stream ended before done", reason="stream_broken")
-            return _outcome("".join(parts), last, ttft_ms)
-        except ProviderError:
-            raise
-        except Exception as exc:
-            raise map_error(exc) from exc
+        call = self._complete(client, kwargs) if on_delta is None else self._stream(client, kwargs,
+                                                                                    StreamedText(on_delta))
+        return await guarded(call, map_error)
+
+    async def _complete(self, client: ollama.AsyncClient, kwargs: dict[str, Any]) -> ChatOutcome:
+        response = await client.chat(**kwargs)
+        return _outcome(response.message.content or "", response, None)
+
+    async def _stream(self, client: ollama.AsyncClient, kwargs: dict[str, Any], text: StreamedText) -> ChatOutcome:
+        last: Any = None
+        async for part in await client.chat(**kwargs, stream=True):
+            await text.add(part.message.content or "")
+            if part.done:
+                last = part
+        if last is None:
+            raise ProviderOverloaded("stream ended before done", reason="stream_broken")
+        return _outcome(text.text, last, text.ttft_ms)
 
 
 def _outcome(content: str, final: Any, ttft_ms: float | None) -> ChatOutcome:

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import openai
 
 from jobs.errors import ProviderError
 from jobs.kinds import Usage
-from workers.providers.base import ChatOutcome, ChatRequest, OnDelta, estimate_tokens, map_sdk_error
+from workers.providers.base import (
+    ChatOutcome,
+    OnDelta,
+    StreamedText,
+    TargetRequest,
+    estimate_tokens,
+    guarded,
+    map_sdk_error,
+)
 
 
 def map_error(exc: Exception) -> ProviderError:
@@ -29,7 +36,7 @@ class OpenAIProvider:
         # Retries are ours (workers/routing.py), so the SDK must not retry behind our back.
         self.client = openai.AsyncOpenAI(base_url=base_url or None, api_key=api_key, max_retries=0)
 
-    async def chat(self, request: ChatRequest, on_delta: OnDelta | None = None) -> ChatOutcome:
+    async def chat(self, request: TargetRequest, on_delta: OnDelta | None = None) -> ChatOutcome:
         """Run one completion, streaming when `on_delta` is given."""
         kwargs: dict[str, Any] = {
             "model": request.model,
@@ -39,33 +46,17 @@ class OpenAIProvider:
         }
         if request.temperature is not None:
             kwargs["temperature"] = request.temperature
-        try:
-            if on_delta is None:
-                return await self._complete(kwargs)
-            return await self._stream(kwargs, on_delta)
-        except ProviderError:
-            raise
-        except Exception as exc:
-            raise map_error(exc) from exc
+        call = self._complete(kwargs) if on_delta is None else self._stream(kwargs, StreamedText(on_delta))
+        return await guarded(call, map_error)
 
     async def _complete(self, kwargs: dict[str, Any]) -> ChatOutcome:
         response = await self.client.chat.completions.create(**kwargs)
         choice = response.choices[0]
         content = choice.message.content or ""
-        if response.usage is not None:
-            usage = Usage(
-                prompt_tokens=response.usage.prompt_tokens,
-                completion_tokens=response.usage.completion_tokens,
-                total_tokens=response.usage.total_tokens,
-            )
-        else:
-            usage = _estimated(kwargs, content)
+        usage = _usage(response.usage) if response.usage is not None else _estimated(kwargs, content)
         return ChatOutcome(content=content, finish_reason=choice.finish_reason or "stop", usage=usage)
 
-    async def _stream(self, kwargs: dict[str, Any], on_delta: OnDelta) -> ChatOutcome:
-        started = time.perf_counter()
-        ttft_ms: float | None = None
-        parts: list[str] = []
+    async def _stream(self, kwargs: dict[str, Any], text: StreamedText) -> ChatOutcome:
         finish_reason = "stop"
         usage: Usage | None = None
         stream = await self.client.chat.completions.create(
@@ -74,24 +65,18 @@ class OpenAIProvider:
         async with stream:
             async for chunk in stream:
                 if chunk.usage is not None:
-                    usage = Usage(
-                        prompt_tokens=chunk.usage.prompt_tokens,
-                        completion_tokens=chunk.usage.completion_tokens,
-                        total_tokens=chunk.usage.total_tokens,
-                    )
+                    usage = _usage(chunk.usage)
                 for choice in chunk.choices:
-                    if choice.delta.content:
-                        if ttft_ms is None:
-                            ttft_ms = (time.perf_counter() - started) * 1000
-                        parts.append(choice.delta.content)
-                        await on_delta(choice.delta.content)
+                    await text.add(choice.delta.content or "")
                     if choice.finish_reason:
                         finish_reason = choice.finish_reason
-        content = "".join(parts)
-        return ChatOutcome(
-            content=content, finish_reason=finish_reason,
-            usage=usage or _estimated(kwargs, content), ttft_ms=ttft_ms,
-        )
+        return ChatOutcome(content=text.text, finish_reason=finish_reason,
+                           usage=usage or _estimated(kwargs, text.text), ttft_ms=text.ttft_ms)
+
+
+def _usage(reported: Any) -> Usage:
+    return Usage(prompt_tokens=reported.prompt_tokens, completion_tokens=reported.completion_tokens,
+                 total_tokens=reported.total_tokens)
 
 
 def _estimated(kwargs: dict[str, Any], content: str) -> Usage:

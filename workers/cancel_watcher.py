@@ -1,4 +1,4 @@
-"""Stopping running jobs on request, within a second, from any API process.
+"""The cancel watcher: stops running jobs on request, within a second, from any API process.
 
 The API marks the job `cancelled` (a conditional UPDATE, so the worker's
 later `finish` matches nothing), publishes the `cancelled` event, and

@@ -1,6 +1,7 @@
-"""The routes file: public model names → ordered provider targets with prices.
+"""The model catalogue: public model names → ordered provider targets with prices.
 
-A TOML file (env `SWITCHYARD_ROUTES`, default `routes.toml` at the repo root)
+Read from the routes file, a TOML file (env `SWITCHYARD_ROUTES`, default
+`routes.toml` at the repo root; "routes" there means model routes, not HTTP ones)
 with two tables. `[providers.NAME]` says how to reach a provider (`kind` is
 `openai`, `anthropic` or `ollama`; any OpenAI-compatible server is `openai`
 with a `base_url`). `[[models."PUBLIC".targets]]` lists, in fallback order,
@@ -56,17 +57,17 @@ class Route(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     description: str = ""
 
 
-class RoutesFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class CatalogFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The parsed routes file."""
 
     providers: dict[str, ProviderConfig] = {}
     models: dict[str, Route] = {}
 
 
-class Routes:
+class Catalog:
     """The usable routes: targets whose provider is configured."""
 
-    def __init__(self, parsed: RoutesFile) -> None:
+    def __init__(self, parsed: CatalogFile) -> None:
         self.providers = {
             name: p for name, p in parsed.providers.items() if p.api_key or not p.requires_key
         }
@@ -112,7 +113,7 @@ def _expand(value: Any, subs: dict[str, str]) -> Any:
     return value
 
 
-def load_routes(settings: Settings, path: str | Path | None = None) -> Routes:
+def load_catalog(settings: Settings, path: str | Path | None = None) -> Catalog:
     """Read and validate the routes file.
 
     Raises:
@@ -121,7 +122,7 @@ def load_routes(settings: Settings, path: str | Path | None = None) -> Routes:
     path = Path(path or settings.routes_path)
     try:
         raw = tomllib.loads(path.read_text())
-        parsed = msgspec.convert(_expand(raw, _substitutions(settings)), RoutesFile)
+        parsed = msgspec.convert(_expand(raw, _substitutions(settings)), CatalogFile)
     except (OSError, tomllib.TOMLDecodeError, msgspec.ValidationError) as exc:
         raise SystemExit(f"invalid routes file {path}: {exc}") from None
     for name, route in parsed.models.items():
@@ -130,4 +131,4 @@ def load_routes(settings: Settings, path: str | Path | None = None) -> Routes:
                 raise SystemExit(
                     f"invalid routes file {path}: model {name!r} uses unknown provider {target.provider!r}"
                 )
-    return Routes(parsed)
+    return Catalog(parsed)

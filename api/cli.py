@@ -8,13 +8,17 @@
     switchyard simulator      the provider simulator (development tool)
     switchyard create-user    add a user with the sign-up credits (`--role admin`, `--password`)
     switchyard create-key     create an API key for a user; the secret is printed once
+
+This is product code (ADR 0005): it lives beside the API it drives. The
+process subcommands exec the entry module of the process they start
+(`dramatiq workers.app`, `workers.maintenance`, `scripts.simulator`,
+`scripts.dev`), so `api/` imports nothing from `workers/` or `scripts/`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import sys
 
@@ -47,34 +51,30 @@ def _worker(args: argparse.Namespace) -> None:
 
     settings = get_settings()
     # prometheus_client's multiprocess mode must be on before any worker process
-    # imports it; Dramatiq's exposition server serves the merged metrics.
+    # imports it; Dramatiq's exposition server serves the merged metrics. (Set for
+    # the exec'd program only: this process reads nothing back.)
     prom_dir = tempfile.mkdtemp(prefix="switchyard-prom-")
-    os.environ.update({
-        "PROMETHEUS_MULTIPROC_DIR": prom_dir, "dramatiq_prom_db": prom_dir,
-        "dramatiq_prom_port": str(settings.worker_metrics_port),
-    })
+    for name, value in (("PROMETHEUS_MULTIPROC_DIR", prom_dir), ("dramatiq_prom_db", prom_dir),
+                        ("dramatiq_prom_port", str(settings.worker_metrics_port))):
+        os.putenv(name, value)
     extra = args.rest or []
     if "--worker-shutdown-timeout" not in extra:
         # SIGTERM drains: in-flight jobs get this long to finish before the pool exits.
         extra = [*extra, "--worker-shutdown-timeout", str(int(settings.shutdown_grace_seconds * 1000))]
-    os.execvp(sys.executable, [sys.executable, "-m", "dramatiq", "workers.app", *extra])
+    _exec_module("dramatiq", "workers.app", *extra)
+
+
+def _exec_module(module: str, *args: str) -> None:
+    """Replace this process with `python -m module args` (signals then reach that program directly)."""
+    os.execvp(sys.executable, [sys.executable, "-m", module, *args])
 
 
 def _maintenance(_: argparse.Namespace) -> None:
-    from jobs.broker import make_broker
-    from jobs.logging import setup_logging
-    from workers.maintenance import run_forever
-
-    settings = get_settings()
-    setup_logging(settings, "maintenance")
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_forever(settings, make_broker(settings, middleware=[], maintenance=True)))
+    _exec_module("workers.maintenance")
 
 
 def _simulator(args: argparse.Namespace) -> None:
-    from scripts.simulator.__main__ import main as sim_main
-
-    sim_main(args.rest or [])
+    _exec_module("scripts.simulator", *(args.rest or []))
 
 
 async def _create_user_async(email: str, role: str, password: str | None) -> None:
@@ -111,9 +111,8 @@ async def _create_key_async(email: str, name: str) -> None:
 
 
 def _dev(args: argparse.Namespace) -> None:
-    from scripts.dev import run_dev
-
-    run_dev(args)
+    _exec_module("scripts.dev", "--port", str(args.port), "--simulator-port", str(args.simulator_port),
+                 "--processes", str(args.processes), "--threads", str(args.threads))
 
 
 #: Subcommands whose arguments are handed over untouched.

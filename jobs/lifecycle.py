@@ -1,0 +1,137 @@
+"""How a job ends: every way to a terminal state, each in one place.
+
+    succeed   running (claim N) → succeeded   result, attempts, the actual cost settled, the rest released
+    fail      running (claim N) → failed      error, attempts, the whole reservation released
+    cancel    queued | running  → cancelled   by request; a worker running it is told to stop
+    expire    queued | running  → failed      `job_expired`: unfinished long after submission (maintenance)
+    abandon   queued | running  → failed      `delivery_failed`: Dramatiq gave up on its message
+
+Each is one transaction: the conditional UPDATE of the job (`jobs/store.py`;
+`succeed`/`fail` are fenced by the claim number, so a worker that lost its
+lease changes nothing), the attempt log, the credit settlement, and freeing
+the caller's concurrency slot — before the commit makes the job visibly
+finished, so a client that sees the result can submit its next job at once.
+After the commit, `announce_end` counts the job and publishes its terminal
+event. Whoever loses a race (a cancel against a completion, two maintenance
+loops) finds its UPDATE matching nothing and does nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+from uuid import UUID
+
+from loguru import logger
+from psycopg import AsyncConnection
+
+from jobs import credits, metrics, store
+from jobs.clients import Clients
+from jobs.errors import DeliveryFailed, JobCancelled, JobExpired, JobFinished, NotFound, SwitchyardError, error_body
+from jobs.events import CANCEL_CHANNEL
+from jobs.states import EventType, Status
+
+_END_EVENTS = {Status.SUCCEEDED: EventType.SUCCEEDED, Status.FAILED: EventType.FAILED,
+               Status.CANCELLED: EventType.CANCELLED}
+
+
+async def succeed(clients: Clients, job: store.JobRow, attempts: list[store.AttemptRow], result: dict[str, Any],
+                  charge: int) -> bool:
+    """Record the result of claim `job.attempts` and charge `charge` (capped at the reservation).
+
+    Returns False when the job was no longer this claim's (cancelled, or reclaimed after a lost lease).
+    """
+    if not await _finish(clients, job, Status.SUCCEEDED, attempts, result=result, charge=charge):
+        return False
+    if usage := result.get("usage"):
+        model = str(job.input.get("model", ""))
+        metrics.TOKENS.labels(model=model, direction="input").inc(usage.get("prompt_tokens", 0))
+        metrics.TOKENS.labels(model=model, direction="output").inc(usage.get("completion_tokens", 0))
+    await announce_end(clients, job, Status.SUCCEEDED, {"result": result})
+    return True
+
+
+async def fail(clients: Clients, job: store.JobRow, attempts: list[store.AttemptRow],
+               error: SwitchyardError) -> bool:
+    """Record the failure of claim `job.attempts`, releasing its credits; False when it was not ours."""
+    body = error_body(error)
+    if not await _finish(clients, job, Status.FAILED, attempts, error=body, charge=0):
+        return False
+    await announce_end(clients, job, Status.FAILED, {"error": body})
+    return True
+
+
+async def cancel(clients: Clients, job_id: UUID, owner_id: UUID | None) -> store.JobRow:
+    """Cancel a queued job (it never runs) or a running one (its worker stops it within a second).
+
+    `owner_id` None cancels anyone's job (admins).
+
+    Raises:
+        NotFound: no such job for this owner.
+        JobFinished: the job already reached a final state.
+    """
+    error = error_body(JobCancelled("cancelled by request"))
+    row = await _end_unfinished(clients, lambda conn: store.cancel(conn, job_id, owner_id, error))
+    if row is None:
+        current = await store.get_job(clients.pool, job_id, owner_id)
+        if current is None:
+            raise NotFound(f"job {job_id} not found")
+        raise JobFinished(f"job {job_id} already {current.status}", job_status=current.status)
+    # Every worker process listens here and cancels the task running this job.
+    await clients.redis.publish(CANCEL_CHANNEL, str(row.id))
+    return row
+
+
+async def expire(clients: Clients, job_id: UUID, expiry_seconds: int) -> store.JobRow | None:
+    """Fail a job still unfinished `expiry_seconds` after submission; None if it finished or is busy meanwhile."""
+    error = error_body(JobExpired(f"the job did not finish within {expiry_seconds} s of its submission; "
+                                  "its reserved credits were released", expiry_seconds=expiry_seconds))
+    row = await _end_unfinished(clients, lambda conn: store.fail_unfinished(conn, job_id, error, skip_locked=True))
+    if row is not None:
+        logger.bind(job_id=str(job_id)).warning("expired a job unfinished after {} s; released {} credits",
+                                                expiry_seconds, row.reserved_credits)
+    return row
+
+
+async def abandon(clients: Clients, job_id: UUID, reason: str) -> store.JobRow | None:
+    """Fail a job whose message Dramatiq gave up on (dead-lettered); None if it finished anyway."""
+    error = error_body(DeliveryFailed(f"the job could not be run: {reason}"))
+    row = await _end_unfinished(clients, lambda conn: store.fail_unfinished(conn, job_id, error))
+    if row is not None:
+        logger.bind(job_id=str(job_id)).error("job failed after its message was dead-lettered: {}", reason)
+    return row
+
+
+async def announce_end(clients: Clients, job: store.JobRow, status: Status, data: dict[str, Any]) -> None:
+    """After the commit: count the finished job and publish its terminal event."""
+    metrics.JOBS.labels(kind=job.kind, status=status).inc()
+    await clients.events.publish(job.id, job.owner_id, _END_EVENTS[status], data)
+    logger.bind(job_id=str(job.id)).info("job {}", status)
+
+
+async def _finish(clients: Clients, job: store.JobRow, status: Status, attempts: list[store.AttemptRow], *,
+                  result: dict[str, Any] | None = None, error: dict[str, Any] | None = None, charge: int) -> bool:
+    """The outcome, the attempt log and the credit settlement of one claim, in one transaction."""
+    usage = result.get("usage") if result else None
+    async with clients.pool.connection() as conn, conn.transaction():
+        if not await store.finish(conn, job.id, job.attempts, status, result=result, error=error, usage=usage):
+            logger.bind(job_id=str(job.id)).info("outcome discarded: the job is no longer ours")
+            return False
+        await store.record_attempts(conn, job.id, attempts)
+        await credits.settle(conn, job.owner_id, job.id, job.reserved_credits, charge, credits.ledger_model(job))
+        await clients.inflight.done(job.owner_id, job.id)
+    return True
+
+
+async def _end_unfinished(clients: Clients,
+                          end: Callable[[AsyncConnection[Any]], Awaitable[store.JobRow | None]]) -> store.JobRow | None:
+    """End a job that no claim fences (cancel, expiry, dead letter): release everything it holds."""
+    async with clients.pool.connection() as conn, conn.transaction():
+        row = await end(conn)
+        if row is None:
+            return None
+        await credits.release_all(conn, row.owner_id, row.id, await credits.held(conn, row.id),
+                                  credits.ledger_model(row))
+        await clients.inflight.done(row.owner_id, row.id)
+    await announce_end(clients, row, Status(row.status), {"error": row.error})
+    return row

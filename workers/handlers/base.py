@@ -1,0 +1,25 @@
+"""What every job handler is: a coroutine from a claimed job and its typed input to an `Outcome`."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from jobs import store
+from workers.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A handler's result, and what it costs."""
+
+    result: msgspec.Struct
+    #: Credits to charge; the settlement caps it at the job's reservation.
+    charge: int = 0
+
+
+#: (runtime, the claimed job, its decoded input, the attempt log to append provider calls to) -> Outcome.
+Handler = Callable[[Runtime, store.JobRow, Any, list[store.AttemptRow]], Awaitable[Outcome]]

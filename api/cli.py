@@ -111,12 +111,11 @@ async def _create_key_async(email: str, name: str) -> None:
 
 
 def _dev(args: argparse.Namespace) -> None:
-    _exec_module("scripts.dev", "--port", str(args.port), "--simulator-port", str(args.simulator_port),
-                 "--processes", str(args.processes), "--threads", str(args.threads))
+    _exec_module("scripts.dev", *(args.rest or []))
 
 
-#: Subcommands whose arguments are handed over untouched.
-_PASS_THROUGH = {"worker": _worker, "simulator": _simulator}
+#: Subcommands whose arguments are handed over untouched (the wrapped program defines its options).
+_PASS_THROUGH = {"dev": _dev, "worker": _worker, "simulator": _simulator}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -124,13 +123,6 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="switchyard", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-
-    dev = sub.add_parser("dev", help="run the whole platform locally")
-    dev.add_argument("--port", type=int, default=8000, help="API port (default 8000)")
-    dev.add_argument("--simulator-port", type=int, default=8900)
-    dev.add_argument("--processes", type=int, default=1, help="worker processes")
-    dev.add_argument("--threads", type=int, default=8, help="worker threads per process")
-    dev.set_defaults(func=_dev)
 
     sub.add_parser("migrate", help="apply schema.sql").set_defaults(func=_migrate)
 
@@ -140,7 +132,8 @@ def main(argv: list[str] | None = None) -> None:
     api.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     api.set_defaults(func=_api)
 
-    for name, func, help_ in (("worker", _worker, "run a Dramatiq worker pool (args go to dramatiq)"),
+    for name, func, help_ in (("dev", _dev, "run the whole platform locally (`switchyard dev --help`)"),
+                              ("worker", _worker, "run a Dramatiq worker pool (args go to dramatiq)"),
                               ("simulator", _simulator, "run the provider simulator (dev tool)")):
         p = sub.add_parser(name, help=help_, add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
@@ -160,8 +153,8 @@ def main(argv: list[str] | None = None) -> None:
     key.set_defaults(func=lambda a: asyncio.run(_create_key_async(a.email, a.name)))
 
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in _PASS_THROUGH and not {"-h", "--help"} & set(argv[1:2]):
-        # Everything after `worker` / `simulator` belongs to the wrapped program.
+    if argv and argv[0] in _PASS_THROUGH:
+        # Everything after `dev` / `worker` / `simulator`, `--help` too, belongs to the wrapped program.
         _PASS_THROUGH[argv[0]](argparse.Namespace(rest=argv[1:]))
         return
     args = parser.parse_args(argv)

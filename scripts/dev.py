@@ -164,14 +164,19 @@ def run_dev(args: argparse.Namespace) -> None:
         print("  stopped.", flush=True)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Parse the dev stack's options and run it."""
+def parser() -> argparse.ArgumentParser:
+    """The dev stack's options (`switchyard dev` hands its arguments over untouched)."""
     parser = argparse.ArgumentParser(prog="switchyard dev", description="run the whole platform locally")
     parser.add_argument("--port", type=int, default=8000, help="API port (default 8000)")
     parser.add_argument("--simulator-port", type=int, default=8900)
     parser.add_argument("--processes", type=int, default=1, help="worker processes")
     parser.add_argument("--threads", type=int, default=8, help="worker threads per process")
-    run_dev(parser.parse_args(argv))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the dev stack's options and run it."""
+    run_dev(parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from dramatiq.cli import make_argument_parser as dramatiq_parser
 from api import cli
 from jobs.settings import ENV
 from jobs.states import Queue
+from scripts.dev import parser as dev_parser
 from scripts.simulator.__main__ import parse_args as simulator_parse_args
 
 # PyYAML comes with uvicorn[standard]; it is not a direct dependency.
@@ -130,6 +131,8 @@ def check_command(argv: list[str], expected: str, monkeypatch: pytest.MonkeyPatc
         dramatiq_queues(args.rest)
     elif subcommand == "simulator":
         simulator_parse_args(args.rest)  # exits on a bad flag
+    elif subcommand == "dev":
+        dev_parser().parse_args(args.rest)  # exits on a bad flag
     elif subcommand == "api":
         assert args.host == "0.0.0.0", "the API must listen on all interfaces in a container"
         assert args.port == 8000
@@ -148,6 +151,13 @@ def compose() -> dict[str, Any]:
 def app_image(compose: dict[str, Any]) -> str:
     image: str = compose["x-app"]["image"]
     return image
+
+
+def test_dev_hands_its_options_to_the_dev_stack(monkeypatch: pytest.MonkeyPatch) -> None:
+    subcommand, args = parse_switchyard(["dev", "--port", "8001", "--threads", "4"], monkeypatch)
+    assert subcommand == "dev"
+    options = dev_parser().parse_args(args.rest)
+    assert (options.port, options.threads, options.processes) == (8001, 4, 1)
 
 
 def test_compose_has_the_designed_services(compose: dict[str, Any]) -> None:

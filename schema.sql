@@ -155,3 +155,87 @@ CREATE INDEX IF NOT EXISTS audit_log_action ON audit_log (action, id DESC);
 
 -- The maintenance sweep expires live jobs by age.
 CREATE INDEX IF NOT EXISTS jobs_live_created ON jobs (created_at) WHERE status IN ('queued', 'running');
+
+-- ---------------------------------------------------------------------------
+-- Files, batches, completion webhooks.
+
+-- Uploaded and generated files (OpenAI's Files API). The bytes live in the
+-- configured storage (local disk or S3-compatible) under `storage_key`.
+CREATE TABLE IF NOT EXISTS files (
+    -- `file-<uuid7 hex>`: sorts by creation time, so "newest first" and `after` are key scans.
+    id             text PRIMARY KEY,
+    owner_id       uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    filename       text NOT NULL,
+    purpose        text NOT NULL
+                   CHECK (purpose IN ('batch', 'batch_output', 'assistants', 'user_data')),
+    bytes          bigint NOT NULL,
+    sha256         text NOT NULL,
+    storage_key    text NOT NULL,
+    -- OpenAI's (deprecated but still sent) `status`: uploaded, processed, error.
+    status         text NOT NULL DEFAULT 'processed',
+    status_details text,
+    created_at     timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS files_owner ON files (owner_id, id DESC);
+CREATE INDEX IF NOT EXISTS files_owner_purpose ON files (owner_id, purpose, id DESC);
+
+-- Batches (OpenAI's Batch API): one row per batch, one job per input line.
+CREATE TABLE IF NOT EXISTS batches (
+    -- `batch_<uuid7 hex>`.
+    id                text PRIMARY KEY,
+    owner_id          uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    endpoint          text NOT NULL,
+    input_file_id     text NOT NULL,
+    completion_window text NOT NULL,
+    status            text NOT NULL DEFAULT 'validating'
+                      CHECK (status IN ('validating', 'in_progress', 'finalizing', 'completed', 'failed',
+                                        'expired', 'cancelling', 'cancelled')),
+    metadata          jsonb,
+    errors            jsonb,
+    callback_url      text,
+    output_file_id    text,
+    error_file_id     text,
+    -- request_counts: lines, and lines that ended (each counted once, in the job's own transaction).
+    total             integer NOT NULL DEFAULT 0,
+    completed         integer NOT NULL DEFAULT 0,
+    failed            integer NOT NULL DEFAULT 0,
+    -- Credits held for the whole batch (one ledger reserve row, reference `batch:<id>`).
+    reserved_credits  bigint NOT NULL DEFAULT 0,
+    charged_credits   bigint NOT NULL DEFAULT 0,
+    idempotency_key   text,
+    request_hash      bytea,
+    -- Whoever validates, fans out or finalizes the batch holds it until then; an expired lease
+    -- (a crashed API or maintenance process) lets the maintenance loop resume the step.
+    lease_until       timestamptz,
+    -- Every line's message was sent (NULL: a fan-out that may have stopped half-way).
+    sent_at           timestamptz,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    expires_at        timestamptz NOT NULL,
+    in_progress_at    timestamptz,
+    finalizing_at     timestamptz,
+    completed_at      timestamptz,
+    failed_at         timestamptz,
+    expired_at        timestamptz,
+    cancelling_at     timestamptz,
+    cancelled_at      timestamptz
+);
+CREATE INDEX IF NOT EXISTS batches_owner ON batches (owner_id, id DESC);
+CREATE UNIQUE INDEX IF NOT EXISTS batches_idempotency ON batches (owner_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+-- Maintenance looks only at unfinished batches.
+CREATE INDEX IF NOT EXISTS batches_live ON batches (status)
+    WHERE status IN ('validating', 'in_progress', 'finalizing', 'cancelling');
+
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS batch_id text;
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS custom_id text;
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS callback_url text;
+CREATE INDEX IF NOT EXISTS jobs_batch ON jobs (batch_id, status) WHERE batch_id IS NOT NULL;
+-- A custom_id appears once per batch: a resumed fan-out can never create a line twice.
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_batch_custom_id ON jobs (batch_id, custom_id) WHERE batch_id IS NOT NULL;
+
+-- The signing secret of each user's completion webhooks (Standard Webhooks `whsec_…`).
+CREATE TABLE IF NOT EXISTS webhook_secrets (
+    user_id    uuid PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+    secret     text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);

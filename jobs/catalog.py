@@ -10,6 +10,24 @@ context window, output cap, limits and timeout. `${VAR}` in a string is
 replaced by the setting of that name (see `_substitutions`); a provider whose
 `api_key` comes out empty is disabled, and so are its targets, so the same
 file serves a laptop with no keys and production.
+
+Each model has a `mode`: `chat` (the default; `/v1/chat/completions`,
+`chat.completion` jobs) or `embedding` (`/v1/embeddings`, `embedding` jobs).
+A model is found only in its own mode (`Catalog.resolve(name, mode)`): a chat
+model asked for embeddings is `model_not_found`, naming that mode's models.
+Embedding targets also say:
+
+    max_inputs            texts per provider call (default 2048); longer inputs are split into calls
+    dimensions            the length of the vectors the target returns natively (None: unknown)
+    supports_dimensions   the target can shorten its vectors on request (OpenAI's `dimensions`)
+
+A target serves a requested `dimensions` when it supports shortening (to at
+most its native size) or when its native size is exactly that
+(`Target.serves_dimensions`). The targets of one embedding model must agree
+on `dimensions` — a fallback must never change the vector size (stored
+vectors live in one pgvector column) — and never use an `anthropic`
+provider, which has no embeddings; the loader refuses such a file. For
+embedding targets `context_window` is per input, and `output_price` is unused.
 """
 
 from __future__ import annotations
@@ -17,7 +35,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -48,6 +66,22 @@ class Target(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     rpm: int | None = None
     tpm: int | None = None
     timeout_seconds: float = 60.0
+    #: Embedding targets: texts per provider call (a longer input is split into several calls).
+    max_inputs: Annotated[int, msgspec.Meta(ge=1)] = 2048
+    #: Embedding targets: the native vector length (None: not declared).
+    dimensions: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    #: Embedding targets: the provider shortens vectors on request (OpenAI's `dimensions` parameter).
+    supports_dimensions: bool = False
+
+    def serves_dimensions(self, dimensions: int | None) -> bool:
+        """Whether this target can return vectors of `dimensions` floats (None: its native size)."""
+        if dimensions is None or dimensions == self.dimensions:
+            return True
+        return self.supports_dimensions and (self.dimensions is None or dimensions <= self.dimensions)
+
+
+#: What a model does: chat completions or embeddings.
+Mode = Literal["chat", "embedding"]
 
 
 class Route(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -55,6 +89,7 @@ class Route(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 
     targets: list[Target]
     description: str = ""
+    mode: Mode = "chat"
 
 
 class CatalogFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -75,20 +110,24 @@ class Catalog:
         for name, route in parsed.models.items():
             targets = [t for t in route.targets if t.provider in self.providers]
             if targets:
-                self.models[name] = Route(targets=targets, description=route.description)
+                self.models[name] = msgspec.structs.replace(route, targets=targets)
 
-    def resolve(self, model: str) -> Route:
-        """The route of a public model name.
+    def names(self, mode: Mode) -> list[str]:
+        """The routable models of a mode, sorted."""
+        return sorted(name for name, route in self.models.items() if route.mode == mode)
+
+    def resolve(self, model: str, mode: Mode = "chat") -> Route:
+        """The route of a public model name of this mode.
 
         Raises:
-            UnknownModel: with the list of valid names.
+            UnknownModel: no such model in this mode, with the list of valid names.
         """
         route = self.models.get(model)
-        if route is None:
-            raise UnknownModel(
-                f"model {model!r} does not exist; available: {', '.join(sorted(self.models))}",
-                available=sorted(self.models),
-            )
+        if route is None or route.mode != mode:
+            available = self.names(mode)
+            what = "does not exist" if route is None else f"is a {route.mode} model"
+            raise UnknownModel(f"model {model!r} {what}; {mode} models: {', '.join(available)}",
+                               available=available)
         return route
 
 
@@ -126,9 +165,19 @@ def load_catalog(settings: Settings, path: str | Path | None = None) -> Catalog:
     except (OSError, tomllib.TOMLDecodeError, msgspec.ValidationError) as exc:
         raise SystemExit(f"invalid routes file {path}: {exc}") from None
     for name, route in parsed.models.items():
-        for target in route.targets:
-            if target.provider not in parsed.providers:
-                raise SystemExit(
-                    f"invalid routes file {path}: model {name!r} uses unknown provider {target.provider!r}"
-                )
+        if problem := _route_problem(route, parsed.providers):
+            raise SystemExit(f"invalid routes file {path}: model {name!r} {problem}")
     return Catalog(parsed)
+
+
+def _route_problem(route: Route, providers: dict[str, ProviderConfig]) -> str | None:
+    """What is wrong with one model's route, if anything."""
+    for target in route.targets:
+        if target.provider not in providers:
+            return f"uses unknown provider {target.provider!r}"
+        if route.mode == "embedding" and providers[target.provider].kind == "anthropic":
+            return f"is an embedding model but {target.provider!r} is an anthropic provider (no embeddings)"
+    sizes = {t.dimensions for t in route.targets if t.dimensions is not None}
+    if route.mode == "embedding" and len(sizes) > 1:
+        return f"has targets of different dimensions {sorted(sizes)}; a fallback must not change the vector size"
+    return None

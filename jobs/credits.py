@@ -28,7 +28,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from jobs.catalog import Route, Target
 from jobs.errors import InsufficientCredits
-from jobs.kinds import ChatCompletionInput, Usage
+from jobs.kinds import ChatCompletionInput, EmbeddingInput, Usage
 from jobs.store import JobRow
 
 CreditKind = Literal["grant", "topup", "refund"]
@@ -59,6 +59,18 @@ def worst_case(input: ChatCompletionInput, route: Route) -> int:
 def actual(usage: Usage, target: Target) -> int:
     """What a finished completion costs at the prices of the target that served it."""
     return cost(usage.prompt_tokens, usage.completion_tokens, target.input_price, target.output_price)
+
+
+def estimate_embedding_tokens(input: EmbeddingInput) -> int:
+    """A deliberately generous estimate of an embedding job's input tokens (~3 characters per token + 1 each)."""
+    return sum(math.ceil(len(text) / 3) + 1 for text in input.texts)
+
+
+def worst_case_embedding(input: EmbeddingInput, route: Route) -> int:
+    """The most an embedding job can cost on any target of its route (input tokens only: what is reserved)."""
+    targets = route.targets if input.fallback else route.targets[:1]
+    tokens = estimate_embedding_tokens(input)
+    return max(cost(tokens, 0, t.input_price, 0) for t in targets)
 
 
 async def ensure_account(conn: AsyncConnection[Any], user_id: UUID) -> None:
@@ -168,6 +180,82 @@ async def release_all(conn: AsyncConnection[Any], user_id: UUID, job_id: UUID, r
                       model: str | None) -> None:
     """Give a failed or cancelled job's whole reservation back; once per job."""
     await settle(conn, user_id, job_id, reserved, 0, model)
+
+
+# --- Batches: one reservation for all lines, settled line by line, the rest released at the end -------------
+
+
+def batch_reference(batch_id: str) -> str:
+    """The ledger reference of a batch's reserve and release rows."""
+    return f"batch:{batch_id}"
+
+
+async def reserve_batch(conn: AsyncConnection[Any], user_id: UUID, batch_id: str, amount: int) -> None:
+    """Hold `amount` for a whole batch (its lines' worst cases), or raise InsufficientCredits.
+
+    One conditional UPDATE, like `reserve`: however many batches and jobs race,
+    the balance never goes below zero. Once per batch (the reference is unique).
+    """
+    cur = await conn.execute(
+        """
+        WITH acct AS (
+            UPDATE credit_accounts SET balance = balance - %(a)s, reserved = reserved + %(a)s, updated_at = now()
+            WHERE user_id = %(u)s AND balance >= %(a)s
+              AND NOT EXISTS (SELECT 1 FROM credit_ledger WHERE reference = %(r)s AND kind = 'reserve')
+            RETURNING balance)
+        INSERT INTO credit_ledger (user_id, kind, amount, balance_after, reference, note)
+        SELECT %(u)s, 'reserve', %(a)s, balance, %(r)s, 'batch' FROM acct
+        RETURNING balance_after
+        """,
+        {"a": amount, "u": user_id, "r": batch_reference(batch_id)},
+    )
+    if await cur.fetchone() is None:
+        have = await balance_of(conn, user_id)
+        raise InsufficientCredits(f"this batch may cost up to {amount} credits; the balance is {have}",
+                                  required=amount, balance=have)
+
+
+async def settle_batch_line(conn: AsyncConnection[Any], user_id: UUID, job_id: UUID, cap: int, charge: int,
+                            model: str | None) -> int:
+    """Charge a finished batch line (capped at its share of the batch's reservation); once per job.
+
+    Nothing is released per line: what the batch does not spend goes back in one
+    `release_batch` when it is finalized. Returns the charge.
+    """
+    charge = max(0, min(charge, cap))
+    await conn.execute("UPDATE jobs SET charged_credits = %s WHERE id = %s", (charge, job_id))
+    await conn.execute(
+        """
+        WITH acct AS (
+            UPDATE credit_accounts SET reserved = reserved - %(c)s, updated_at = now()
+            WHERE user_id = %(u)s
+              AND NOT EXISTS (SELECT 1 FROM credit_ledger WHERE job_id = %(j)s AND kind = 'settle')
+            RETURNING balance)
+        INSERT INTO credit_ledger (user_id, kind, amount, balance_after, job_id, model)
+        SELECT %(u)s, 'settle', %(c)s, balance, %(j)s, %(m)s FROM acct
+        """,
+        {"c": charge, "u": user_id, "j": job_id, "m": model},
+    )
+    return charge
+
+
+async def release_batch(conn: AsyncConnection[Any], user_id: UUID, batch_id: str, amount: int) -> bool:
+    """Give back what a finished batch did not spend; once per batch. False if it was released before."""
+    entry = await _ledger(conn, user_id, "release", max(0, amount), reference=batch_reference(batch_id),
+                          note="batch")
+    if entry is None:
+        return False
+    cur = await conn.execute(
+        """
+        UPDATE credit_accounts SET reserved = reserved - %(a)s, balance = balance + %(a)s, updated_at = now()
+        WHERE user_id = %(u)s RETURNING balance
+        """,
+        {"a": max(0, amount), "u": user_id},
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    await _stamp(conn, [entry], row[0])
+    return True
 
 
 async def balance_of(conn: AsyncConnection[Any], user_id: UUID) -> int:

@@ -1,6 +1,6 @@
 """The contract: every job kind, its input and its result, in one tagged union.
 
-    Job = ChatCompletionJob | TopUpJob | GrantJob        (tag field: `kind`)
+    Job = ChatCompletionJob | EmbeddingJob | WebhookJob | TopUpJob | GrantJob     (tag field: `kind`)
 
 A job is `{"kind": ..., "input": {...}}`. Clients submit the members of
 `ClientJob`; the other kinds are enqueued by the platform itself (payment
@@ -37,6 +37,11 @@ Metadata = Annotated[
     msgspec.Meta(max_length=MAX_METADATA_KEYS),
 ]
 Credits = Annotated[int, msgspec.Meta(ge=1, le=MAX_CREDITS)]
+#: Inputs of one embedding job, and characters of each (OpenAI's limits: 2048 inputs, ~8k tokens each).
+MAX_EMBED_INPUTS = 2048
+MAX_EMBED_CHARS = 32_768
+#: Where a finished job or batch is reported (`webhook.deliver`); http(s) only, checked again on delivery.
+CallbackUrl = Annotated[str, msgspec.Meta(max_length=2048, pattern=r"^https?://[^\s/?#]+")]
 
 
 # --- chat.completion ------------------------------------------------------------------------------------------
@@ -90,6 +95,8 @@ class ChatCompletionJob(msgspec.Struct, frozen=True, kw_only=True, tag_field="ki
     metadata: Metadata | None = None
     #: `bulk` routes to the `chat.bulk` queue so it never delays interactive traffic.
     priority: Literal["interactive", "bulk"] = "interactive"
+    #: POSTed a signed `job.succeeded` / `job.failed` / `job.cancelled` when the job ends.
+    callback_url: CallbackUrl | None = None
 
     #: Every queue this kind may run on.
     lanes: ClassVar[tuple[Queue, ...]] = (Queue.CHAT, Queue.CHAT_BULK)
@@ -98,6 +105,94 @@ class ChatCompletionJob(msgspec.Struct, frozen=True, kw_only=True, tag_field="ki
     def queue(self) -> Queue:
         """The queue this job goes to."""
         return Queue.CHAT_BULK if self.priority == "bulk" else Queue.CHAT
+
+
+# --- embedding ----------------------------------------------------------------------------------------------
+
+EmbedText = Annotated[str, msgspec.Meta(max_length=MAX_EMBED_CHARS)]
+
+
+class EmbeddingInput(msgspec.Struct, frozen=True, kw_only=True):
+    """Input of an `embedding` job: one text or a list of them."""
+
+    model: ModelName
+    input: EmbedText | Annotated[list[EmbedText], msgspec.Meta(min_length=1, max_length=MAX_EMBED_INPUTS)]
+    #: Shorter vectors, where the model allows it.
+    dimensions: Annotated[int, msgspec.Meta(ge=1, le=8192)] | None = None
+    #: Allow falling back to the route's next target when one fails.
+    fallback: bool = True
+
+    @property
+    def texts(self) -> list[str]:
+        """The input as a list."""
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+class EmbeddingResult(msgspec.Struct, frozen=True, kw_only=True):
+    """Result of an `embedding` job: one vector per input, in input order."""
+
+    data: list[list[float]]
+    model: str
+    provider: str
+    provider_model: str
+    usage: Usage
+
+
+class EmbeddingJob(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag=str(Kind.EMBEDDING)):
+    """Embeddings of texts."""
+
+    input: EmbeddingInput
+    metadata: Metadata | None = None
+    #: `bulk` runs on the bulk lane (`chat.bulk`, where batch lines go), away from interactive traffic.
+    priority: Literal["interactive", "bulk"] = "interactive"
+    callback_url: CallbackUrl | None = None
+
+    lanes: ClassVar[tuple[Queue, ...]] = (Queue.EMBEDDINGS, Queue.CHAT_BULK)
+
+    @property
+    def queue(self) -> Queue:
+        """The queue this job goes to."""
+        return Queue.CHAT_BULK if self.priority == "bulk" else Queue.EMBEDDINGS
+
+
+# --- webhook.deliver --------------------------------------------------------------------------------------------
+
+
+class WebhookInput(msgspec.Struct, frozen=True, kw_only=True):
+    """Input of a `webhook.deliver` job: one event, POSTed signed to `url` until it is accepted."""
+
+    url: CallbackUrl
+    #: Standard Webhooks `webhook-id`: the same on every retry, so receivers can drop duplicates.
+    webhook_id: str
+    #: `job.succeeded`, `job.failed`, `job.cancelled`, `batch.completed`, `batch.failed`, ...
+    type: str
+    #: What the event is about (the job's or the batch's id).
+    subject: str
+    #: The event's `data` (the job or batch as its API shows it).
+    data: dict[str, Any]
+
+
+class WebhookResult(msgspec.Struct, frozen=True, kw_only=True):
+    """Result of a `webhook.deliver` job."""
+
+    #: The receiver's answer to the delivery that was accepted (2xx).
+    status_code: int
+    #: Deliveries made, the accepted one included.
+    deliveries: int
+
+
+class WebhookJob(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag=str(Kind.WEBHOOK_DELIVER)):
+    """A signed completion callback."""
+
+    input: WebhookInput
+    metadata: Metadata | None = None
+
+    lanes: ClassVar[tuple[Queue, ...]] = (Queue.WEBHOOKS,)
+
+    @property
+    def queue(self) -> Queue:
+        """The queue this job goes to."""
+        return Queue.WEBHOOKS
 
 
 # --- billing.* --------------------------------------------------------------------------------------------------
@@ -164,10 +259,10 @@ class GrantJob(_BillingJob, frozen=True, kw_only=True, tag=str(Kind.BILLING_GRAN
 # --- The union --------------------------------------------------------------------------------------------------
 
 #: Every job kind (a tagged union on `kind`).
-Job = ChatCompletionJob | TopUpJob | GrantJob
+Job = ChatCompletionJob | EmbeddingJob | WebhookJob | TopUpJob | GrantJob
 
 #: The kinds a client may submit on `POST /v1/jobs`.
-ClientJob = ChatCompletionJob
+ClientJob = ChatCompletionJob | EmbeddingJob
 
 #: Each kind's job type, by its tag.
 JOB_TYPES: dict[str, type[Job]] = {t.__struct_config__.tag: t for t in get_args(Job)}

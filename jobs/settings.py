@@ -117,6 +117,38 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: Jobs still queued or running this long after submission are expired and their credits released.
     job_expiry_seconds: int = 86_400
 
+    # Files.
+    #: Where uploaded and generated files live: empty for `<data_dir>/files` on local disk, or an
+    #: object-store URL (`s3://bucket/prefix`, `memory://`) served through obstore.
+    storage_url: str = ""
+    #: S3-compatible storage: endpoint (MinIO, R2, ...), region and credentials (else the usual AWS chain).
+    s3_endpoint: str = ""
+    s3_region: str = ""
+    s3_access_key_id: str = ""
+    s3_secret_access_key: str = ""
+    #: The largest file one upload may be.
+    max_file_bytes: int = 200 * 1024 * 1024
+    #: Bytes of files one user may keep.
+    file_quota_bytes: int = 2 * 1024 * 1024 * 1024
+
+    # Batches.
+    #: The most lines one batch input file may have.
+    max_batch_lines: int = 100_000
+    #: Lines sent to the broker per pipelined round trip during a fan-out.
+    batch_send_chunk: int = 5_000
+
+    # Completion webhooks.
+    #: Hosts (names, IPs or CIDRs, comma-separated) a callback may target even though they resolve to a
+    #: private, loopback or link-local address. Empty: only public addresses.
+    webhook_allow_hosts: str = ""
+    #: Connect + read timeout of one delivery.
+    webhook_timeout_seconds: float = 5.0
+    #: Deliveries of one webhook before it fails; back-off doubles from `webhook_backoff_seconds`.
+    webhook_max_attempts: int = 5
+    webhook_backoff_seconds: float = 1.0
+    #: Bytes of a receiver's response that are read (the rest is discarded).
+    webhook_max_response_bytes: int = 65_536
+
     # Events.
     events_ttl_seconds: int = 86_400
     #: Subscribers poll the replay stream after this long without a live event.

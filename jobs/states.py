@@ -42,6 +42,10 @@ class Kind(StrEnum):
     """Job kinds."""
 
     CHAT_COMPLETION = "chat.completion"
+    #: Embeddings of a list of texts.
+    EMBEDDING = "embedding"
+    #: One signed completion callback (`callback_url` of a job or batch), retried with back-off.
+    WEBHOOK_DELIVER = "webhook.deliver"
     #: Credits from a verified payment webhook (idempotent by payment id).
     BILLING_TOPUP = "billing.topup"
     #: Credits granted by an admin.
@@ -60,6 +64,8 @@ class EventType(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    #: A batch's counts moved (published under the batch's id, on its owner's channel).
+    BATCH_PROGRESS = "batch.progress"
 
 
 #: Event types after which a job emits nothing more.

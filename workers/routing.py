@@ -1,17 +1,23 @@
-"""Routing a chat completion over a model's targets: retry, fall back, stream safely.
+"""Routing a job over its model's targets: retry, fall back, stream safely.
 
 For each target in the route's order (only the first with `fallback: false`):
 
-    context-window check ─► circuit breaker ─► RPM/TPM budget ─► provider call
-        │ ProviderOverloaded: retry this target (tenacity: exponential back-off
+    fits the target? ─► for each provider call: circuit breaker ─► RPM/TPM budget ─► call
+        │ ProviderOverloaded: retry this call (tenacity: exponential back-off
         │   with jitter, or the provider's Retry-After), within the job deadline
         │ TargetUnavailable / retries exhausted: next target (`fallback` event)
         └ ProviderRejected: fail the job at once
 
+`RouteWalk` is that walk; a kind says what one target does. `RouteRun` (chat)
+makes one call per target. `EmbedRun` (embeddings) splits the texts into
+chunks of the target's `max_inputs`, one call each, and reassembles the
+vectors in input order; a fallback starts the next target from the first
+chunk, since vectors of two models never mix.
+
 Streaming: a failure before the first token is invisible to the client; a
 failure after tokens were emitted publishes `reset` (discard partial output)
 before the next attempt. Every call is recorded as an attempt; only the
-attempt that produced the result counts for usage.
+attempts of the target that produced the result count for usage.
 """
 
 from __future__ import annotations
@@ -19,13 +25,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, ClassVar, Generic, TypeVar
 
 from loguru import logger
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from jobs import metrics, store
-from jobs.catalog import Target
+from jobs.catalog import Mode, Target
 from jobs.errors import (
     AllTargetsFailed,
     ContextTooLong,
@@ -33,16 +39,21 @@ from jobs.errors import (
     ProviderError,
     ProviderOverloaded,
     RateLimited,
+    TargetUnavailable,
 )
-from jobs.kinds import ChatCompletionInput
+from jobs.kinds import ChatCompletionInput, EmbeddingInput, Usage
 from jobs.ratelimit import RateLimiter
 from jobs.states import EventType
 from workers.chat_call import call_target
 from workers.circuit import CircuitBreakers
-from workers.providers.base import ChatOutcome, estimate_tokens
+from workers.embed_call import embed_target
+from workers.providers.base import ChatOutcome, EmbedOutcome, estimate_tokens
 from workers.runtime import Runtime
 
 Publish = Callable[[EventType, dict[str, Any]], Awaitable[None]]
+#: What a walk produces on the target that serves it, and what one provider call returns.
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def target_name(target: Target) -> str:
@@ -50,19 +61,22 @@ def target_name(target: Target) -> str:
     return f"{target.provider}:{target.model}"
 
 
-class RouteRun:
-    """One job's walk over its route."""
+class RouteWalk(Generic[T]):
+    """One job's walk over its route; a subclass says what serving it on one target is (`on_target`)."""
 
-    def __init__(self, rt: Runtime, job: store.JobRow, input: ChatCompletionInput,
+    #: The catalogue mode of the models this walk serves.
+    mode: ClassVar[Mode] = "chat"
+
+    def __init__(self, rt: Runtime, job: store.JobRow, model: str, fallback: bool,
                  attempts: list[store.AttemptRow], publish: Publish) -> None:
         self.rt = rt
         self.job = job
-        self.input = input
+        self.model = model
+        self.fallback = fallback
         self.attempts = attempts
         self.publish = publish
         self.settings = rt.settings
         self.deadline = time.monotonic() + rt.settings.job_deadline_seconds
-        self.prompt_tokens = sum(estimate_tokens(m.content) for m in input.messages)
         self.breakers: CircuitBreakers = rt.breakers
         self.limiter: RateLimiter = rt.limiter
 
@@ -70,20 +84,20 @@ class RouteRun:
         """Seconds left before the job's deadline."""
         return self.deadline - time.monotonic()
 
-    async def run(self) -> tuple[Target, ChatOutcome]:
-        """The first target that produces a completion, and its outcome."""
-        route = self.rt.catalog.resolve(self.input.model)
-        targets = route.targets if self.input.fallback else route.targets[:1]
+    async def run(self) -> tuple[Target, T]:
+        """The first target that serves the job, and what it produced."""
+        route = self.rt.catalog.resolve(self.model, self.mode)
+        targets = route.targets if self.fallback else route.targets[:1]
         last: ProviderError | None = None
         for index, target in enumerate(targets):
             if last is not None:
-                metrics.FALLBACKS.labels(model=self.input.model, reason=last.code).inc()
+                metrics.FALLBACKS.labels(model=self.model, reason=last.code).inc()
                 logger.warning("falling back to {} after {}", target_name(target), last.code)
                 await self.publish(EventType.FALLBACK, {
                     "from": target_name(targets[index - 1]), "to": target_name(target), "reason": last.code,
                 })
             try:
-                return target, await self._on_target(target)
+                return target, await self.on_target(target)
             except ProviderError as exc:
                 if not exc.fallback or self.remaining() <= 0:
                     raise
@@ -93,10 +107,16 @@ class RouteRun:
             raise last
         raise AllTargetsFailed(f"all {len(targets)} targets failed; last: {last.message}", last=last.code)
 
-    async def _on_target(self, target: Target) -> ChatOutcome:
+    async def on_target(self, target: Target) -> T:
+        """Serve the job on `target` (raising a `ProviderError` to move on)."""
+        raise NotImplementedError
+
+    async def failed(self, name: str, exc: ProviderError) -> None:
+        """A call on target `name` failed, before retries or fallback (a hook; nothing by default)."""
+
+    async def call(self, target: Target, tokens: int, once: Callable[[float], Awaitable[R]]) -> R:
+        """One provider call on `target` spending `tokens` of its budget, retried: `once(timeout)`."""
         name = target_name(target)
-        if self.prompt_tokens > target.context_window:
-            raise ContextTooLong(f"~{self.prompt_tokens} prompt tokens exceed {name}'s {target.context_window}")
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.settings.retries_per_target + 1),
             wait=self._wait,
@@ -106,33 +126,26 @@ class RouteRun:
         )
         async for attempt in retrying:
             with attempt:
-                return await self._call_once(target, name)
+                return await self._call_once(target, name, tokens, once)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _call_once(self, target: Target, name: str) -> ChatOutcome:
+    async def _call_once(self, target: Target, name: str, tokens: int, once: Callable[[float], Awaitable[R]]) -> R:
         if self.remaining() <= 0:
             raise DeadlineExceeded("the job's deadline passed")
         granted = await self.breakers.allow(name, probe_timeout_seconds=target.timeout_seconds)
-        await self._spend_budget(target, name)
+        await self._spend_budget(target, name, tokens)
         try:
-            outcome = await call_target(
-                self.rt, self.job, target, self.input, self.attempts,
-                on_delta=self._publish_delta if self.input.stream else None,
-                timeout=min(target.timeout_seconds, self.remaining()),
-            )
+            outcome = await once(min(target.timeout_seconds, self.remaining()))
         except ProviderError as exc:
             if isinstance(exc, ProviderOverloaded) and await self.breakers.failure(name, granted):
                 metrics.CIRCUIT_OPENED.labels(target=name).inc()
                 logger.warning("circuit opened for {}", name)
-            # call_target records partial usage on a failed attempt exactly when it streamed text.
-            if self.attempts and self.attempts[-1].usage is not None:
-                await self.publish(EventType.RESET, {"target": name, "reason": exc.code})
+            await self.failed(name, exc)
             raise
         await self.breakers.success(name, granted)
         return outcome
 
-    async def _spend_budget(self, target: Target, name: str) -> None:
-        tokens = self.prompt_tokens + min(self.input.max_tokens, target.max_output)
+    async def _spend_budget(self, target: Target, name: str, tokens: int) -> None:
         while True:
             wait = (await self.limiter.spend(name, rpm=target.rpm, tpm=target.tpm, tokens=tokens)).wait
             if wait == 0:
@@ -140,9 +153,6 @@ class RouteRun:
             if wait > min(self.settings.rate_limit_max_wait_seconds, self.remaining()):
                 raise RateLimited(f"{name} is at its rate limit for {wait:.1f}s more", target=name)
             await asyncio.sleep(wait)
-
-    async def _publish_delta(self, text: str) -> None:
-        await self.publish(EventType.DELTA, {"text": text})
 
     def _should_retry(self, exc: BaseException) -> bool:
         if not isinstance(exc, ProviderOverloaded):
@@ -171,3 +181,67 @@ class RouteRun:
                 "target": name, "attempt": state.attempt_number + 1, "reason": reason, "wait_seconds": wait,
             })
         return before_sleep
+
+
+class RouteRun(RouteWalk[ChatOutcome]):
+    """A chat completion's walk: one call per target, streaming `delta` events when asked."""
+
+    def __init__(self, rt: Runtime, job: store.JobRow, input: ChatCompletionInput,
+                 attempts: list[store.AttemptRow], publish: Publish) -> None:
+        super().__init__(rt, job, input.model, input.fallback, attempts, publish)
+        self.input = input
+        self.prompt_tokens = sum(estimate_tokens(m.content) for m in input.messages)
+
+    async def on_target(self, target: Target) -> ChatOutcome:
+        """The completion from `target`."""
+        if self.prompt_tokens > target.context_window:
+            raise ContextTooLong(
+                f"~{self.prompt_tokens} prompt tokens exceed {target_name(target)}'s {target.context_window}")
+        tokens = self.prompt_tokens + min(self.input.max_tokens, target.max_output)
+        on_delta = self._publish_delta if self.input.stream else None
+        return await self.call(target, tokens, lambda timeout: call_target(
+            self.rt, self.job, target, self.input, self.attempts, on_delta=on_delta, timeout=timeout))
+
+    async def failed(self, name: str, exc: ProviderError) -> None:
+        """Tell the client to drop what a broken stream already showed."""
+        # call_target records partial usage on a failed attempt exactly when it streamed text.
+        if self.attempts and self.attempts[-1].usage is not None:
+            await self.publish(EventType.RESET, {"target": name, "reason": exc.code})
+
+    async def _publish_delta(self, text: str) -> None:
+        await self.publish(EventType.DELTA, {"text": text})
+
+
+class EmbedRun(RouteWalk[EmbedOutcome]):
+    """An embedding job's walk: the texts in chunks of each target's `max_inputs`, one call per chunk."""
+
+    mode = "embedding"
+
+    def __init__(self, rt: Runtime, job: store.JobRow, input: EmbeddingInput,
+                 attempts: list[store.AttemptRow], publish: Publish) -> None:
+        super().__init__(rt, job, input.model, input.fallback, attempts, publish)
+        self.input = input
+        self.texts = input.texts
+
+    async def on_target(self, target: Target) -> EmbedOutcome:
+        """Every text's vector from `target`, in input order, and the calls' usage summed."""
+        name, dimensions = target_name(target), self.input.dimensions
+        if not target.serves_dimensions(dimensions):
+            raise TargetUnavailable(f"{name} cannot return {dimensions}-dimensional vectors")
+        longest = max(estimate_tokens(text) for text in self.texts)
+        if longest > target.context_window:
+            raise ContextTooLong(f"an input of ~{longest} tokens exceeds {name}'s {target.context_window}")
+        vectors: list[list[float]] = []
+        prompt_tokens, estimated = 0, False
+        for start in range(0, len(self.texts), target.max_inputs):
+            outcome = await self._embed_chunk(target, self.texts[start:start + target.max_inputs])
+            vectors += outcome.vectors
+            prompt_tokens += outcome.usage.prompt_tokens
+            estimated = estimated or outcome.usage.estimated
+        return EmbedOutcome(vectors=vectors, usage=Usage(prompt_tokens=prompt_tokens, total_tokens=prompt_tokens,
+                                                         estimated=estimated))
+
+    async def _embed_chunk(self, target: Target, chunk: list[str]) -> EmbedOutcome:
+        tokens = sum(estimate_tokens(text) for text in chunk)
+        return await self.call(target, tokens, lambda timeout: embed_target(
+            self.rt, self.job, target, chunk, self.input.dimensions, self.attempts, timeout=timeout))

@@ -13,11 +13,11 @@ from api.lookup import load_job, owner_filter, parse_id
 from api.paging import Page, one_more, page
 from api.state import Services
 from api.strict import strict
-from api.submission import submit_chat
+from api.submission import submit_chat, submit_embedding
 from api.views import JobView
 from jobs import lifecycle, store
 from jobs.accounts import Principal
-from jobs.kinds import ClientJob
+from jobs.kinds import ChatCompletionJob, ClientJob, EmbeddingJob
 from jobs.states import Kind, Status
 
 #: `POST /v1/jobs` body: a client job kind, naming any unknown field.
@@ -51,8 +51,13 @@ class JobController(Controller):
         same key with a different body is 409 `idempotency_conflict`.
         """
         bound_to = fingerprint(idempotency_key, data)
-        outcome = await submit_chat(services, principal, data, idempotency_key, bound_to)
-        return accepted_job(outcome, bound_to, Kind.CHAT_COMPLETION)
+        match data:
+            case ChatCompletionJob():
+                outcome = await submit_chat(services, principal, data, idempotency_key, bound_to)
+                return accepted_job(outcome, bound_to, Kind.CHAT_COMPLETION)
+            case EmbeddingJob():
+                outcome = await submit_embedding(services, principal, data, idempotency_key, bound_to)
+                return accepted_job(outcome, bound_to, Kind.EMBEDDING)
 
     @get(summary="List your jobs")
     async def list(

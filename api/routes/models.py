@@ -1,4 +1,4 @@
-"""`GET /v1/models`: the public model names (OpenAI's list format, with prices)."""
+"""`GET /v1/models`: the public model names of every mode (OpenAI's list format, with prices)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from litestar import get
 from api.state import Services
 
 
-class ModelTarget(msgspec.Struct, frozen=True, kw_only=True):
+class ModelTarget(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """One target of a model, in fallback order."""
 
     provider: str
@@ -19,6 +19,10 @@ class ModelTarget(msgspec.Struct, frozen=True, kw_only=True):
     output_price: int
     context_window: int
     max_output: int
+    #: Embedding targets: texts per provider call, native vector size, whether shorter vectors may be asked for.
+    max_inputs: int | None = None
+    dimensions: int | None = None
+    supports_dimensions: bool | None = None
 
 
 class ModelView(msgspec.Struct, frozen=True, kw_only=True):
@@ -28,6 +32,8 @@ class ModelView(msgspec.Struct, frozen=True, kw_only=True):
     object: str = "model"
     owned_by: str = "switchyard"
     description: str = ""
+    #: `chat` (`/v1/chat/completions`) or `embedding` (`/v1/embeddings`).
+    mode: str = "chat"
     #: Credits per million tokens of the first target (what a job is reserved at).
     input_price: int = 0
     output_price: int = 0
@@ -48,12 +54,16 @@ async def list_models(services: Services) -> ModelList:
     views = []
     for name, route in sorted(services.catalog.models.items()):
         first = route.targets[0]
+        embedding = route.mode == "embedding"
         views.append(ModelView(
-            id=name, description=route.description, input_price=first.input_price,
+            id=name, description=route.description, mode=route.mode, input_price=first.input_price,
             output_price=first.output_price, context_window=first.context_window,
             targets=[ModelTarget(provider=t.provider, model=t.model, input_price=t.input_price,
                                  output_price=t.output_price, context_window=t.context_window,
-                                 max_output=t.max_output) for t in route.targets],
+                                 max_output=t.max_output, max_inputs=t.max_inputs if embedding else None,
+                                 dimensions=t.dimensions if embedding else None,
+                                 supports_dimensions=t.supports_dimensions if embedding else None)
+                     for t in route.targets],
         ))
     return ModelList(data=views)
 

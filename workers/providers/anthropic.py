@@ -6,9 +6,18 @@ from typing import Any
 
 import anthropic
 
-from jobs.errors import ProviderError, ProviderOverloaded
+from jobs.errors import ProviderError, ProviderOverloaded, ProviderRejected
 from jobs.kinds import Usage
-from workers.providers.base import ChatOutcome, OnDelta, StreamedText, TargetRequest, guarded, map_sdk_error
+from workers.providers.base import (
+    ChatOutcome,
+    EmbedOutcome,
+    EmbedRequest,
+    OnDelta,
+    StreamedText,
+    TargetRequest,
+    guarded,
+    map_sdk_error,
+)
 
 #: Anthropic stop reasons in OpenAI's vocabulary, which is what our results use.
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls"}
@@ -44,6 +53,11 @@ class AnthropicProvider:
             kwargs["temperature"] = min(request.temperature, 1.0)  # Anthropic's range is 0..1
         call = self._complete(kwargs) if on_delta is None else self._stream(kwargs, StreamedText(on_delta))
         return await guarded(call, map_error)
+
+    async def embed(self, request: EmbedRequest) -> EmbedOutcome:
+        """Anthropic has no embeddings API: refuse, so an embedding route never silently lands here."""
+        raise ProviderRejected(f"{self.name} is an anthropic provider, which has no embeddings; "
+                               "route embedding models to an openai or ollama provider")
 
     async def _complete(self, kwargs: dict[str, Any]) -> ChatOutcome:
         message = await self.client.messages.create(**kwargs)

@@ -1,4 +1,4 @@
-"""The `Provider` seam: one protocol every adapter implements."""
+"""The `Provider` seam: one protocol every adapter implements (chat completions and embeddings)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import httpx2
@@ -17,6 +17,7 @@ from jobs.kinds import Message, Usage
 
 #: Called with each piece of generated text while a completion streams.
 OnDelta = Callable[[str], Awaitable[None]]
+T = TypeVar("T")
 
 
 class TargetRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -39,8 +40,25 @@ class ChatOutcome(msgspec.Struct, frozen=True, kw_only=True):
     ttft_ms: float | None = None
 
 
+class EmbedRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """Texts to embed in one call to one target (`model` is the provider's model name)."""
+
+    model: str
+    texts: list[str]
+    #: Shorter vectors; sent only to targets that support it (None: the model's native size).
+    dimensions: int | None = None
+    timeout_seconds: float = 60.0
+
+
+class EmbedOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """What a provider produced for an embedding call: one vector per text, in input order."""
+
+    vectors: list[list[float]]
+    usage: Usage
+
+
 class Provider(Protocol):
-    """A backend that can run chat completions."""
+    """A backend that can run chat completions and, where it has them, embeddings."""
 
     name: str
 
@@ -50,6 +68,15 @@ class Provider(Protocol):
         Raises:
             ProviderOverloaded: transient failure (retry, then fall back).
             ProviderRejected: the request itself was refused (fail fast).
+        """
+        ...
+
+    async def embed(self, request: EmbedRequest) -> EmbedOutcome:
+        """Embed `request.texts` in one call.
+
+        Raises:
+            ProviderOverloaded: transient failure (retry, then fall back).
+            ProviderRejected: the request was refused, or the provider has no embeddings (fail fast).
         """
         ...
 
@@ -104,7 +131,7 @@ def map_sdk_error(exc: BaseException, sdk: ModuleType, context_error: Callable[[
     return classify_transport(exc)
 
 
-async def guarded(call: Awaitable[ChatOutcome], map_error: Callable[[Exception], ProviderError]) -> ChatOutcome:
+async def guarded(call: Awaitable[T], map_error: Callable[[Exception], ProviderError]) -> T:
     """Await one adapter call, translating whatever escapes the SDK into our error tree (once, here)."""
     try:
         return await call

@@ -8,7 +8,16 @@ import ollama
 
 from jobs.errors import ContextTooLong, ProviderError, ProviderOverloaded, ProviderRejected
 from jobs.kinds import Usage
-from workers.providers.base import ChatOutcome, OnDelta, StreamedText, TargetRequest, classify_transport, guarded
+from workers.providers.base import (
+    ChatOutcome,
+    EmbedOutcome,
+    EmbedRequest,
+    OnDelta,
+    StreamedText,
+    TargetRequest,
+    classify_transport,
+    guarded,
+)
 
 _FINISH = {"stop": "stop", "length": "length"}
 
@@ -26,7 +35,7 @@ def map_error(exc: Exception) -> ProviderError:
 
 
 class OllamaProvider:
-    """Chat completions through `ollama.AsyncClient`."""
+    """Chat completions and embeddings through `ollama.AsyncClient`."""
 
     def __init__(self, name: str, *, base_url: str | None, api_key: str = "") -> None:
         self.name = name
@@ -50,6 +59,17 @@ class OllamaProvider:
         call = self._complete(client, kwargs) if on_delta is None else self._stream(client, kwargs,
                                                                                     StreamedText(on_delta))
         return await guarded(call, map_error)
+
+    async def embed(self, request: EmbedRequest) -> EmbedOutcome:
+        """Embed the texts in one `/api/embed` call."""
+        client = self._client(request.timeout_seconds)
+        return await guarded(self._embed(client, request), map_error)
+
+    async def _embed(self, client: ollama.AsyncClient, request: EmbedRequest) -> EmbedOutcome:
+        response = await client.embed(model=request.model, input=request.texts, dimensions=request.dimensions)
+        prompt = response.prompt_eval_count or 0
+        return EmbedOutcome(vectors=[list(v) for v in response.embeddings],
+                            usage=Usage(prompt_tokens=prompt, total_tokens=prompt))
 
     async def _complete(self, client: ollama.AsyncClient, kwargs: dict[str, Any]) -> ChatOutcome:
         response = await client.chat(**kwargs)

@@ -10,6 +10,8 @@ from jobs.errors import ProviderError
 from jobs.kinds import Usage
 from workers.providers.base import (
     ChatOutcome,
+    EmbedOutcome,
+    EmbedRequest,
     OnDelta,
     StreamedText,
     TargetRequest,
@@ -29,7 +31,7 @@ def _is_context_error(exc: openai.BadRequestError) -> bool:
 
 
 class OpenAIProvider:
-    """Chat completions through the official `openai` SDK."""
+    """Chat completions and embeddings through the official `openai` SDK."""
 
     def __init__(self, name: str, *, base_url: str | None, api_key: str) -> None:
         self.name = name
@@ -48,6 +50,26 @@ class OpenAIProvider:
             kwargs["temperature"] = request.temperature
         call = self._complete(kwargs) if on_delta is None else self._stream(kwargs, StreamedText(on_delta))
         return await guarded(call, map_error)
+
+    async def embed(self, request: EmbedRequest) -> EmbedOutcome:
+        """Embed the texts in one `embeddings.create` call, as floats."""
+        kwargs: dict[str, Any] = {"model": request.model, "input": request.texts, "encoding_format": "float",
+                                  "timeout": request.timeout_seconds}
+        if request.dimensions is not None:
+            kwargs["dimensions"] = request.dimensions
+        return await guarded(self._embed(kwargs), map_error)
+
+    async def _embed(self, kwargs: dict[str, Any]) -> EmbedOutcome:
+        response = await self.client.embeddings.create(**kwargs)
+        vectors = [list(item.embedding) for item in sorted(response.data, key=lambda item: item.index)]
+        # Typed as always present, but some OpenAI-compatible servers leave it out.
+        reported: Any = response.usage
+        if reported is None:
+            prompt, estimated = sum(estimate_tokens(t) for t in kwargs["input"]), True
+        else:
+            prompt, estimated = reported.prompt_tokens, False
+        return EmbedOutcome(vectors=vectors, usage=Usage(prompt_tokens=prompt, total_tokens=prompt,
+                                                         estimated=estimated))
 
     async def _complete(self, kwargs: dict[str, Any]) -> ChatOutcome:
         response = await self.client.chat.completions.create(**kwargs)

@@ -11,7 +11,7 @@ polled: the stream, not pub/sub, is the source of truth.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from uuid import UUID
 
 from litestar.channels import ChannelsPlugin
@@ -96,3 +96,31 @@ async def owner_events(channels: ChannelsPlugin, owner_id: UUID) -> AsyncIterato
             if event.type in TERMINAL_EVENTS:
                 last.pop(event.job_id, None)  # bounded memory for long-lived connections
             yield event
+
+
+async def subject_events(services: Services, channels: ChannelsPlugin, subject: str, owner_id: UUID, after: int,
+                         finished: Callable[[], Awaitable[bool]]) -> AsyncIterator[Event]:
+    """Events published under a non-job id (a batch) with `seq > after`, each once and in order.
+
+    The caller stops at its subject's last event; a subject that `finished()` with nothing left to
+    replay ends the stream too (its replay stream may have expired).
+    """
+    idle = services.settings.stream_idle_poll_seconds
+    last = after
+    async with channels.start_subscription([job_channel(subject)]) as subscriber:
+        assert isinstance(subscriber, TimedSubscriber)
+        backlog = await services.events.replay(subject, after)
+        while True:
+            for event in backlog:
+                if event.seq > last:
+                    yield event
+                    last = event.seq
+            raw = await subscriber.next_event(idle)
+            if raw is None:
+                backlog = await services.events.replay(subject, last)
+                if not backlog and await finished():
+                    return
+                continue
+            event = event_decoder.decode(raw)
+            backlog = [*await services.events.replay(subject, last, event.seq - 1), event] \
+                if event.seq > last + 1 else [event]

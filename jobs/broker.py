@@ -14,6 +14,7 @@ Polling stays as the fallback, so a lost wake-up costs at most one back-off.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import dramatiq
@@ -22,6 +23,7 @@ from dramatiq.brokers.redis import DEFAULT_MAINTENANCE_CHANCE, MAINTENANCE_SCALE
 from dramatiq.common import compute_backoff
 from dramatiq.errors import ConnectionClosed
 from dramatiq.middleware import Middleware
+from redis.asyncio import Redis as AsyncRedis
 
 from jobs.redis import sync_client
 from jobs.settings import Settings
@@ -51,6 +53,26 @@ class WakeupRedisBroker(RedisBroker):
     @property
     def consumer_class(self) -> type[_RedisConsumer]:
         return _WakeupConsumer if self.wakeup else _RedisConsumer
+
+    def send_jobs(self, jobs: Iterable[tuple[str, str]], chunk: int = 5_000) -> int:
+        """Enqueue one message per (job id, queue), pipelined (see `send_jobs`); returns how many."""
+        sent = 0
+        for part in _chunks(jobs, chunk):
+            with self.client.pipeline(transaction=False) as pipe:
+                _write(pipe, self.namespace, part, self.wakeup)
+                pipe.execute()
+            sent += len(part)
+        return sent
+
+    def unsent(self, jobs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The (job id, queue) pairs whose message is not in Redis (lost, or sent before ids were job ids)."""
+        if not jobs:
+            return []
+        with self.client.pipeline(transaction=False) as pipe:
+            for job_id, queue in jobs:
+                pipe.hexists(f"{self.namespace}:{queue}.msgs", job_id)
+            present = pipe.execute()
+        return [job for job, found in zip(jobs, present, strict=True) if not found]
 
     def enqueue(self, message: dramatiq.Message, *, delay: int | None = None) -> dramatiq.Message:
         """Enqueue as Dramatiq does, then wake the queue's idle consumers."""
@@ -114,6 +136,73 @@ class _WakeupConsumer(_RedisConsumer):
             super().close()
 
 
+#: The Redis key prefix of every queue.
+NAMESPACE = "switchyard"
+
+
+def job_message(job_id: str, queue: str) -> bytes:
+    """The Dramatiq message that makes a worker run `job_id`; its Redis id is the job id."""
+    message: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name=queue, actor_name=actor_name(queue), args=(job_id,), kwargs={},
+        options={"redis_message_id": job_id})
+    return message.encode()
+
+
+def _chunks(jobs: Iterable[tuple[str, str]], size: int) -> Iterator[list[tuple[str, str]]]:
+    part: list[tuple[str, str]] = []
+    for job in jobs:
+        part.append(job)
+        if len(part) >= size:
+            yield part
+            part = []
+    if part:
+        yield part
+
+
+def _write(pipe: Any, namespace: str, jobs: list[tuple[str, str]], wakeup: bool) -> None:
+    """Queue on `pipe` what Dramatiq's `enqueue` command writes, one HSET + one RPUSH per queue for all `jobs`."""
+    by_queue: dict[str, dict[str, bytes]] = {}
+    for job_id, queue in jobs:
+        by_queue.setdefault(queue, {})[job_id] = job_message(job_id, queue)
+    for queue, messages in by_queue.items():
+        pipe.hset(f"{namespace}:{queue}.msgs", mapping=messages)
+        pipe.rpush(f"{namespace}:{queue}", *messages)
+        if wakeup:
+            pipe.publish(wake_channel(namespace, queue), b"1")
+
+
+async def send_jobs(redis: AsyncRedis, jobs: Iterable[tuple[str, str]], *, wakeup: bool = True,
+                    chunk: int = 5_000, namespace: str = NAMESPACE) -> int:
+    """Enqueue one message per (job id, queue) from async code, pipelined; returns how many were sent.
+
+    Writes exactly what Dramatiq's `enqueue` command writes (the message under
+    its id in `<queue>.msgs`, the id appended to the queue's list), but one
+    HSET and one RPUSH per queue carry a whole chunk, and consumers are woken
+    once per queue and chunk. The Redis message id is the job id, so the
+    reconciler can tell a lost message from one still waiting
+    (`WakeupRedisBroker.unsent`).
+    """
+    sent = 0
+    for part in _chunks(jobs, chunk):
+        async with redis.pipeline(transaction=False) as pipe:
+            _write(pipe, namespace, part, wakeup)
+            await pipe.execute()
+        sent += len(part)
+    return sent
+
+
+async def unsent(redis: AsyncRedis, jobs: list[tuple[str, str]], *,
+                 namespace: str = NAMESPACE) -> list[tuple[str, str]]:
+    """The (job id, queue) pairs whose message is not in Redis: lost, or never sent."""
+    if not jobs:
+        return []
+    async with redis.pipeline(transaction=False) as pipe:
+        for job_id, queue in jobs:
+            pipe.hexists(f"{namespace}:{queue}.msgs", job_id)
+        present = await pipe.execute()
+    return [job for job, found in zip(jobs, present, strict=True) if not found]
+
+
 def make_broker(settings: Settings, middleware: list[Middleware] | None = None, *,
                 maintenance: bool = False) -> WakeupRedisBroker:
     """The broker for this deployment's Redis.
@@ -128,7 +217,7 @@ def make_broker(settings: Settings, middleware: list[Middleware] | None = None, 
     return WakeupRedisBroker(
         client=sync_client(settings.redis_url),
         middleware=middleware,
-        namespace="switchyard",
+        namespace=NAMESPACE,
         heartbeat_timeout=settings.heartbeat_timeout_ms,
         wakeup=settings.dispatch_wakeup,
         maintenance_chance=MAINTENANCE_SCALE if maintenance else DEFAULT_MAINTENANCE_CHANCE,

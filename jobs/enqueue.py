@@ -9,28 +9,57 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
-import anyio.to_thread
-import dramatiq
 import msgspec
 from loguru import logger
+from psycopg import AsyncConnection
 
 from jobs import credits, metrics, store
-from jobs.broker import actor_name
+from jobs.broker import WakeupRedisBroker, send_jobs
 from jobs.clients import Clients
 from jobs.ids import uuid7
 from jobs.kinds import Job
 from jobs.states import EventType
 
 
-def send_job(broker: dramatiq.Broker, job_id: UUID, queue: str) -> None:
-    """Send the message that makes a worker run `job_id` (blocking)."""
-    broker.enqueue(
-        dramatiq.Message(
-            queue_name=queue, actor_name=actor_name(queue), args=(str(job_id),), kwargs={}, options={}
-        )
+def send_job(broker: WakeupRedisBroker, job_id: UUID, queue: str) -> None:
+    """Send the message that makes a worker run `job_id` (blocking; one round trip)."""
+    broker.send_jobs([(str(job_id), queue)])
+
+
+async def _insert(conn: AsyncConnection[Any], job: Job, *, owner_id: UUID, job_id: UUID,
+                  idempotency_key: str | None, fingerprint: bytes | None, max_attempts: int,
+                  reserve: int = 0) -> tuple[store.JobRow, bool]:
+    return await store.insert_job(
+        conn, job_id=job_id, owner_id=owner_id, kind=str(job.__struct_config__.tag), queue=str(job.queue),
+        input=msgspec.to_builtins(job.input), metadata=job.metadata, idempotency_key=idempotency_key,
+        request_hash=fingerprint, max_attempts=max_attempts, reserved_credits=reserve,
+        callback_url=getattr(job, "callback_url", None),
     )
+
+
+async def insert_job_of(conn: AsyncConnection[Any], job: Job, *, owner_id: UUID, job_id: UUID,
+                        idempotency_key: str, max_attempts: int) -> store.JobRow | None:
+    """Insert a platform job (a callback, a batch's webhook) in the caller's transaction; None if it exists.
+
+    Send it with `send_after_commit` once the transaction committed.
+    """
+    row, created = await _insert(conn, job, owner_id=owner_id, job_id=job_id, idempotency_key=idempotency_key,
+                                 fingerprint=None, max_attempts=max_attempts)
+    return row if created else None
+
+
+async def send_after_commit(clients: Clients, row: store.JobRow | None) -> None:
+    """Announce and send a job inserted by `insert_job_of` (after the commit; the reconciler covers a crash)."""
+    if row is None:
+        return
+    try:
+        await clients.events.publish(row.id, row.owner_id, EventType.QUEUED, {"queue": row.queue})
+        await send_jobs(clients.redis, [(str(row.id), row.queue)], wakeup=clients.settings.dispatch_wakeup)
+    except Exception:
+        logger.opt(exception=True).bind(job_id=str(row.id)).warning("send failed; the reconciler will resend")
 
 
 def request_fingerprint(body: bytes) -> bytes:
@@ -48,7 +77,7 @@ class Submitted:
 
 async def submit(
     clients: Clients,
-    broker: dramatiq.Broker,
+    broker: WakeupRedisBroker,
     job: Job,
     *,
     owner_id: UUID,
@@ -64,21 +93,11 @@ async def submit(
     Raises:
         InsufficientCredits: the balance cannot cover `reserve`; nothing was written.
     """
-    kind, queue = job.__struct_config__.tag, str(job.queue)
+    queue = str(job.queue)
     async with clients.pool.connection() as conn, conn.transaction():
-        row, created = await store.insert_job(
-            conn,
-            job_id=job_id or uuid7(),
-            owner_id=owner_id,
-            kind=str(kind),
-            queue=queue,
-            input=msgspec.to_builtins(job.input),
-            metadata=job.metadata,
-            idempotency_key=idempotency_key,
-            request_hash=fingerprint,
-            max_attempts=clients.settings.max_attempts,
-            reserved_credits=reserve,
-        )
+        row, created = await _insert(conn, job, owner_id=owner_id, job_id=job_id or uuid7(),
+                                     idempotency_key=idempotency_key, fingerprint=fingerprint,
+                                     max_attempts=clients.settings.max_attempts, reserve=reserve)
         if created and reserve > 0:
             await credits.reserve(conn, owner_id, row.id, reserve, credits.ledger_model(row))
     if not created:
@@ -87,7 +106,7 @@ async def submit(
     try:
         # `queued` is published before the send so it is always seq 1, ahead of `started`.
         await clients.events.publish(row.id, owner_id, EventType.QUEUED, {"queue": queue})
-        await anyio.to_thread.run_sync(send_job, broker, row.id, queue)
+        await send_jobs(clients.redis, [(str(row.id), queue)], wakeup=clients.settings.dispatch_wakeup)
     except Exception:
         # The row is committed: the reconciler will send it. The 202 stands.
         logger.opt(exception=True).bind(job_id=str(row.id)).warning("send failed; the reconciler will resend")

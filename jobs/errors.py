@@ -12,17 +12,25 @@
     ├── NotFound                      404: the object does not exist *for this caller*
     │   ├── UserNotFound              no such user (admin routes)
     │   ├── QueueNotFound             no such queue (admin routes)
-    │   └── UnknownPaymentProvider    no webhook for this payment provider
+    │   ├── UnknownPaymentProvider    no webhook for this payment provider
+    │   ├── FileNotFound              no such file (or its stored bytes are gone)
+    │   └── BatchNotFound             no such batch
     ├── Conflict                      409: the request conflicts with the current state
     │   ├── EmailTaken                a user with this email exists
     │   ├── IdempotencyConflict       an Idempotency-Key reused with another body
-    │   └── JobFinished               the job already reached a final state
+    │   ├── JobFinished               the job already reached a final state
+    │   └── BatchFinished             the batch already reached a final state
     ├── InvalidRequest                422: well-formed input that cannot be served
     │   ├── UnknownModel              404: the model is not in the catalogue
     │   ├── InvalidIdempotencyKey     400: a malformed Idempotency-Key header
     │   ├── InvalidSignature          400: a webhook whose signature is missing, wrong or too old
     │   ├── InvalidPayload            400: a signed webhook whose body is not the expected event
-    │   └── PromptTooLarge            413: the messages are longer than the limit
+    │   ├── PromptTooLarge            413: the messages are longer than the limit
+    │   ├── InvalidUpload             400: not multipart, no `file` part, a missing or invalid `purpose`
+    │   ├── FileTooLarge              413: the file is larger than `SWITCHYARD_MAX_FILE_BYTES`
+    │   ├── FileQuotaExceeded         413: the user's files would exceed `SWITCHYARD_FILE_QUOTA_BYTES`
+    │   ├── WebhookTargetRefused      a callback URL that is not http(s) or resolves to a forbidden address
+    │   └── InvalidBatch              400: a batch that cannot be created (input file purpose, window)
     ├── InsufficientCredits           402: the balance cannot cover the job's worst-case cost
     ├── TooManyRequests               429 rate_limited: the caller's request budget is spent
     │   ├── TooManyConcurrentJobs     the caller has too many unfinished jobs
@@ -31,6 +39,7 @@
     │   └── WebhookNotConfigured      the payment provider's webhook secret is not set
     ├── JobFailed                     502: a job the request waited for failed (carries the job's own code)
     ├── StreamReset                   502: an OpenAI-compatible stream's provider failed mid-answer
+    ├── WebhookDeliveryFailed         502: a callback's receiver never accepted it (retried; a job's error)
     ├── ProviderError                 502: a provider call failed (workers/providers)
     │   ├── ProviderOverloaded        429/5xx/timeouts/broken streams: retry this target, then fall back
     │   ├── TargetUnavailable         skip this target without calling it: fall back at once
@@ -47,7 +56,8 @@
         └── JobCancelled              the job was cancelled by request
 
 Provider errors end jobs too (a job's `error.code` is any code of the
-`ProviderError` or `JobEnded` subtrees, or `model_not_found` / `invalid_request`).
+`ProviderError` or `JobEnded` subtrees, or `model_not_found` / `invalid_request`; a `webhook.deliver`
+job's is `webhook_target_refused` or `webhook_delivery_failed`).
 
 Retryability is a property of the type (`retryable`), never parsed from a
 message. Codes are defined here once; `api/errors.py` turns any of these into
@@ -165,6 +175,18 @@ class UnknownPaymentProvider(NotFound):
     code = "unknown_provider"
 
 
+class FileNotFound(NotFound):
+    """No file with this id for this caller (or its stored bytes are missing)."""
+
+    code = "file_not_found"
+
+
+class BatchNotFound(NotFound):
+    """No batch with this id for this caller."""
+
+    code = "batch_not_found"
+
+
 class Conflict(SwitchyardError):
     """The request conflicts with the current state."""
 
@@ -188,6 +210,12 @@ class JobFinished(Conflict):
     """The job already reached a final state (it cannot be cancelled)."""
 
     code = "job_finished"
+
+
+class BatchFinished(Conflict):
+    """The batch already reached a final state."""
+
+    code = "batch_finished"
 
 
 class InvalidRequest(SwitchyardError):
@@ -232,7 +260,41 @@ class PromptTooLarge(InvalidRequest):
     status = 413
 
 
+class InvalidUpload(InvalidRequest):
+    """The upload is not multipart/form-data, has no `file` part, or a missing or invalid `purpose`."""
+
+    code = "invalid_upload"
+    status = 400
+
+
+class FileTooLarge(InvalidRequest):
+    """The file is larger than the largest file one upload may be; nothing was stored."""
+
+    code = "file_too_large"
+    status = 413
+
+
+class FileQuotaExceeded(InvalidRequest):
+    """The user's files would total more bytes than their quota; nothing was stored."""
+
+    code = "file_quota_exceeded"
+    status = 413
+
+
+class WebhookTargetRefused(InvalidRequest):
+    """The callback URL is not http(s), carries credentials, or resolves to a private or reserved address."""
+
+    code = "webhook_target_refused"
+
+
 # --- Limits and money -----------------------------------------------------------------------------------------
+
+
+class InvalidBatch(InvalidRequest):
+    """The batch cannot be created: its input file is not a `batch` file, or the window is invalid."""
+
+    code = "invalid_batch"
+    status = 400
 
 
 class InsufficientCredits(SwitchyardError):
@@ -295,6 +357,15 @@ class StreamReset(SwitchyardError):
 
     code = "stream_reset"
     status = 502
+
+
+class WebhookDeliveryFailed(SwitchyardError):
+    """The callback's receiver did not accept it (2xx) in any of its deliveries."""
+
+    code = "webhook_delivery_failed"
+    status = 502
+    #: One delivery's failure (timeout, refused connection, non-2xx) is worth another delivery.
+    retryable = True
 
 
 # --- Providers ------------------------------------------------------------------------------------------------

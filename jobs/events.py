@@ -89,9 +89,9 @@ class EventLog:
         self._publish = redis.register_script(_PUBLISH)
 
     async def publish(
-        self, job_id: UUID, owner_id: UUID, type: EventType, data: dict[str, Any] | None = None
+        self, job_id: UUID | str, owner_id: UUID, type: EventType, data: dict[str, Any] | None = None
     ) -> int:
-        """Append an event to the job's log and publish it; returns its sequence number."""
+        """Append an event to the job's (or batch's) log and publish it; returns its sequence number."""
         body = _encoder.encode(
             _Unsequenced(type=str(type), job_id=str(job_id), at=now_iso(), data=data or {})
         )

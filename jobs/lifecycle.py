@@ -12,8 +12,13 @@ lease changes nothing), the attempt log, the credit settlement, and freeing
 the caller's concurrency slot — before the commit makes the job visibly
 finished, so a client that sees the result can submit its next job at once.
 After the commit, `announce_end` counts the job and publishes its terminal
-event. Whoever loses a race (a cancel against a completion, two maintenance
-loops) finds its UPDATE matching nothing and does nothing else.
+event. A job with a `callback_url` gets its `webhook.deliver` job inserted in
+the same transaction (so the callback can never be lost) and sent after the
+commit. Batch lines (`batch_id`) settle against their batch's reservation
+(`credits.settle_batch_line`; nothing to release per line) and publish no
+per-line events: their batch reports progress (`jobs/batches.py`). Whoever
+loses a race (a cancel against a completion, two maintenance loops) finds its
+UPDATE matching nothing and does nothing else.
 """
 
 from __future__ import annotations
@@ -27,8 +32,11 @@ from psycopg import AsyncConnection
 
 from jobs import credits, metrics, store
 from jobs.clients import Clients
+from jobs.enqueue import insert_job_of, send_after_commit
 from jobs.errors import DeliveryFailed, JobCancelled, JobExpired, JobFinished, NotFound, SwitchyardError, error_body
 from jobs.events import CANCEL_CHANNEL
+from jobs.ids import uuid7
+from jobs.kinds import WebhookInput, WebhookJob
 from jobs.states import EventType, Status
 
 _END_EVENTS = {Status.SUCCEEDED: EventType.SUCCEEDED, Status.FAILED: EventType.FAILED,
@@ -105,7 +113,8 @@ async def abandon(clients: Clients, job_id: UUID, reason: str) -> store.JobRow |
 async def announce_end(clients: Clients, job: store.JobRow, status: Status, data: dict[str, Any]) -> None:
     """After the commit: count the finished job and publish its terminal event."""
     metrics.JOBS.labels(kind=job.kind, status=status).inc()
-    await clients.events.publish(job.id, job.owner_id, _END_EVENTS[status], data)
+    if job.batch_id is None:
+        await clients.events.publish(job.id, job.owner_id, _END_EVENTS[status], data)
     logger.bind(job_id=str(job.id)).info("job {}", status)
 
 
@@ -118,8 +127,15 @@ async def _finish(clients: Clients, job: store.JobRow, status: Status, attempts:
             logger.bind(job_id=str(job.id)).info("outcome discarded: the job is no longer ours")
             return False
         await store.record_attempts(conn, job.id, attempts)
-        await credits.settle(conn, job.owner_id, job.id, job.reserved_credits, charge, credits.ledger_model(job))
+        callback = await _insert_callback(clients, conn, job, status, result=result, error=error)
+        if job.batch_id is not None:
+            await credits.settle_batch_line(conn, job.owner_id, job.id, job.reserved_credits, charge,
+                                            credits.ledger_model(job))
+        else:
+            await credits.settle(conn, job.owner_id, job.id, job.reserved_credits, charge,
+                                 credits.ledger_model(job))
         await clients.inflight.done(job.owner_id, job.id)
+    await send_after_commit(clients, callback)
     return True
 
 
@@ -130,8 +146,37 @@ async def _end_unfinished(clients: Clients,
         row = await end(conn)
         if row is None:
             return None
+        # A batch line holds no reservation of its own (held = 0): its batch releases at the end.
         await credits.release_all(conn, row.owner_id, row.id, await credits.held(conn, row.id),
                                   credits.ledger_model(row))
+        callback = await _insert_callback(clients, conn, row, Status(row.status), error=row.error)
         await clients.inflight.done(row.owner_id, row.id)
+    await send_after_commit(clients, callback)
     await announce_end(clients, row, Status(row.status), {"error": row.error})
     return row
+
+
+def job_summary(job: store.JobRow, status: Status, *, result: dict[str, Any] | None = None,
+                error: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A finished job as its callback reports it (the fields of `GET /v1/jobs/{id}` that matter)."""
+    return {
+        "id": str(job.id), "object": "job", "kind": job.kind, "status": str(status), "queue": job.queue,
+        "metadata": job.metadata, "result": result, "error": error,
+        "usage": result.get("usage") if result else None,
+        "created_at": job.created_at.isoformat(), "claims": job.attempts,
+    }
+
+
+async def _insert_callback(clients: Clients, conn: AsyncConnection[Any], job: store.JobRow, status: Status, *,
+                           result: dict[str, Any] | None = None,
+                           error: dict[str, Any] | None = None) -> store.JobRow | None:
+    """The job's `webhook.deliver` job, inserted in the ending transaction; None without a `callback_url`."""
+    if not job.callback_url:
+        return None
+    event = f"job.{status}"
+    hook = WebhookJob(input=WebhookInput(
+        url=job.callback_url, webhook_id=f"msg_{job.id.hex}", type=event, subject=str(job.id),
+        data=job_summary(job, status, result=result, error=error)))
+    # Keyed by the job: an ending that is retried inserts the callback once.
+    return await insert_job_of(conn, hook, owner_id=job.owner_id, job_id=uuid7(),
+                               idempotency_key=f"callback:{job.id}", max_attempts=clients.settings.max_attempts)

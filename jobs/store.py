@@ -47,6 +47,11 @@ class JobRow(msgspec.Struct, kw_only=True):
     finished_at: datetime | None
     reserved_credits: int = 0
     charged_credits: int | None = None
+    #: A batch line: its batch and `custom_id` (`jobs/batches.py`).
+    batch_id: str | None = None
+    custom_id: str | None = None
+    #: Where the job's end is reported (a `webhook.deliver` job is created with its end).
+    callback_url: str | None = None
 
 
 class AttemptRow(msgspec.Struct, kw_only=True):
@@ -87,6 +92,7 @@ async def insert_job(
     request_hash: bytes | None,
     max_attempts: int = 5,
     reserved_credits: int = 0,
+    callback_url: str | None = None,
 ) -> tuple[JobRow, bool]:
     """Insert a queued job; with an idempotency key already used, return that job instead.
 
@@ -96,13 +102,13 @@ async def insert_job(
         await cur.execute(
             f"""
             INSERT INTO jobs (id, owner_id, kind, queue, input, metadata, idempotency_key, request_hash,
-                              max_attempts, reserved_credits)
-            VALUES (%s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s, %s, %s)
+                              max_attempts, reserved_credits, callback_url)
+            VALUES (%s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s, %s, %s, %s)
             ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
             RETURNING {_COLUMNS}
             """,
             (job_id, owner_id, kind, queue, _json(input), _json(metadata), idempotency_key, request_hash,
-             max_attempts, reserved_credits),
+             max_attempts, reserved_credits, callback_url),
         )
         row = await cur.fetchone()
         if row is not None:
@@ -301,12 +307,12 @@ async def record_attempts(conn: AsyncConnection[Any], job_id: UUID, attempts: li
 
 async def due_for_resend(
     pool: AsyncConnectionPool, older_than_seconds: float, limit: int = 500
-) -> list[tuple[UUID, str]]:
+) -> list[tuple[UUID, str, str]]:
     """Jobs whose message may be lost: queued too long, or running with an expired lease.
 
-    Marks them as sent now (so the next sweep skips them) and returns (id, queue)
-    pairs to send again. A job that is still sitting in Redis gets a duplicate
-    message, which its claim turns into a no-op.
+    Marks them as sent now (so the next sweep skips them) and returns (id, queue,
+    status) to check and send again. A duplicate message is harmless: its claim
+    turns it into a no-op.
     """
     async with pool.connection() as conn:
         cur = await conn.execute(
@@ -320,8 +326,8 @@ async def due_for_resend(
                 LIMIT %s
                 FOR UPDATE SKIP LOCKED
             )
-            RETURNING id, queue
+            RETURNING id, queue, status
             """,
             (older_than_seconds, limit),
         )
-        return [(row[0], row[1]) for row in await cur.fetchall()]
+        return [(row[0], row[1], row[2]) for row in await cur.fetchall()]

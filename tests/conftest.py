@@ -24,10 +24,15 @@ import redis
 from jobs.accounts import create_api_key, create_user
 from jobs.credits import credit as grant_credits
 from jobs.db import migrate
+from jobs.kinds import LANES
 from jobs.settings import Settings, settings_from
+from jobs.states import Queue
 from scripts.embedded import free_port, start_postgres, start_redis
 from scripts.procs import Process, start_api, start_maintenance, start_worker
 from scripts.simulator import serve_in_thread
+
+#: Every lane the session's main worker pool consumes: all but the bulk lane, which has its own pool.
+INTERACTIVE_LANES = [str(q) for q in LANES if q != Queue.CHAT_BULK]
 
 #: A job whose prompt contains this makes the worker that claims it exit at once.
 CRASH_MARKER = "[[chaos:crash-worker]]"
@@ -45,7 +50,10 @@ class Stack:
     simulator_url: str
     log_dir: Path
     api: Process
+    #: The pool of every lane but the bulk one...
     worker: Process
+    #: ...and the bulk lane's own pool (batch lines), as in production: a batch never delays interactive jobs.
+    bulk_worker: Process
     maintenance: Process
 
 
@@ -76,12 +84,15 @@ def simulator_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def stack_env(servers: dict[str, str], simulator_url: str) -> dict[str, str]:
+def stack_env(servers: dict[str, str], simulator_url: str,
+              tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Environment for every process the tests start."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SWITCHYARD_", "OPENAI_", "ANTHROPIC_"))}
     env.update(servers)
     env.update({
         "SIMULATOR_URL": simulator_url,
+        # Uploaded and generated files of the session, away from the developer's own `.switchyard`.
+        "SWITCHYARD_DATA_DIR": str(tmp_path_factory.mktemp("data")),
         "SWITCHYARD_RECONCILE_AFTER_SECONDS": "2",
         "SWITCHYARD_MAINTENANCE_INTERVAL_SECONDS": "0.5",
         "SWITCHYARD_STREAM_IDLE_POLL_SECONDS": "0.5",
@@ -97,6 +108,10 @@ def stack_env(servers: dict[str, str], simulator_url: str) -> dict[str, str]:
         "SWITCHYARD_MAX_CONCURRENT_JOBS_FREE": "1000000",
         "STRIPE_WEBHOOK_SECRET": "whsec_test",
         "RAZORPAY_WEBHOOK_SECRET": "rzp_test_secret",
+        # Callbacks may reach 127.0.0.2 (the receivers of tests/test_webhooks.py), never 127.0.0.1.
+        "SWITCHYARD_WEBHOOK_ALLOW_HOSTS": "127.0.0.2",
+        "SWITCHYARD_WEBHOOK_BACKOFF_SECONDS": "0.05",
+        "SWITCHYARD_WEBHOOK_TIMEOUT_SECONDS": "1",
         "LOG_LEVEL": "DEBUG",
     })
     return env
@@ -108,12 +123,14 @@ def stack(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
     log_dir = tmp_path_factory.mktemp("logs")
     port = free_port()
     api = start_api(stack_env, port, log_dir)
-    worker = start_worker(stack_env, log_dir)
+    worker = start_worker(stack_env, log_dir, queues=INTERACTIVE_LANES)
+    bulk_worker = start_worker(stack_env, log_dir, name="bulk-worker", queues=[str(Queue.CHAT_BULK)])
     maintenance = start_maintenance(stack_env, log_dir)
-    yield Stack(env=stack_env, settings=settings_from(stack_env), api_url=f"http://127.0.0.1:{port}",
-                simulator_url=stack_env["SIMULATOR_URL"], log_dir=log_dir, api=api, worker=worker,
-                maintenance=maintenance)
-    for proc in (maintenance, worker, api):
+    stack = Stack(env=stack_env, settings=settings_from(stack_env), api_url=f"http://127.0.0.1:{port}",
+                  simulator_url=stack_env["SIMULATOR_URL"], log_dir=log_dir, api=api, worker=worker,
+                  bulk_worker=bulk_worker, maintenance=maintenance)
+    yield stack
+    for proc in (stack.maintenance, stack.bulk_worker, stack.worker, stack.api):
         proc.stop()
 
 

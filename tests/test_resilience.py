@@ -18,7 +18,7 @@ import pytest
 
 from scripts.embedded import free_port
 from scripts.procs import Process, start_worker
-from tests.conftest import CRASH_MARKER, Stack, chat_job, wait_for_status
+from tests.conftest import CRASH_MARKER, INTERACTIVE_LANES, Stack, chat_job, wait_for_status
 from tests.test_streaming import sse_events
 
 
@@ -26,7 +26,7 @@ from tests.test_streaming import sse_events
 def _own_pools(stack: Stack) -> Iterator[None]:
     stack.worker.stop()
     yield
-    stack.worker = start_worker(stack.env, stack.log_dir)
+    stack.worker = start_worker(stack.env, stack.log_dir, queues=INTERACTIVE_LANES)
 
 
 def pool(stack: Stack, name: str) -> Process:

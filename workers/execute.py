@@ -112,6 +112,8 @@ async def _run_claimed(rt: Runtime, job: store.JobRow) -> None:
 async def _announce_start(rt: Runtime, job: store.JobRow) -> None:
     """Publish `started` (and `reset` for a reclaimed stream), after the chaos hooks had their say."""
     _chaos(rt, job)
+    if job.batch_id is not None:
+        return  # batch lines publish no per-line events: their batch reports progress
     await rt.events.publish(job.id, job.owner_id, EventType.STARTED,
                             {"attempt": job.attempts, "worker": rt.worker_id})
     if job.attempts > 1 and job.input.get("stream"):

@@ -5,7 +5,9 @@ unacked messages go back to their queue once its heartbeat is older than
 `SWITCHYARD_HEARTBEAT_TIMEOUT_MS`), then re-sends jobs whose message may have
 been lost (still `queued` long after their last send, or `running` under an
 expired lease). The reservation sweep runs first, so an expired job is failed
-and its credits released rather than sent again.
+and its credits released rather than sent again. Last, every live batch is
+looked at (`jobs.batches.Tracker`): progress events, expiry, cancellation,
+resuming a stopped fan-out, and finalizing a batch whose lines all ended.
 Duplicate messages are harmless: the claim makes the extra delivery a no-op.
 Run one or more (`switchyard maintenance` = `python -m workers.maintenance`);
 `FOR UPDATE SKIP LOCKED` lets several loops share the work.
@@ -19,14 +21,13 @@ import time
 from uuid import UUID
 
 import anyio.to_thread
-import dramatiq
 from loguru import logger
 from psycopg_pool import AsyncConnectionPool
 
-from jobs import lifecycle, metrics, store, sweeps
+from jobs import batches, lifecycle, metrics, store, sweeps
 from jobs.broker import WakeupRedisBroker, make_broker
+from jobs.catalog import load_catalog
 from jobs.clients import Clients
-from jobs.enqueue import send_job
 from jobs.logging import setup_logging
 from jobs.settings import Settings, get_settings
 from jobs.states import Queue
@@ -35,13 +36,23 @@ from jobs.states import Queue
 ORPHAN_SWEEP_SECONDS = 60.0
 
 
-async def resend_lost(pool: AsyncConnectionPool, broker: dramatiq.Broker, settings: Settings) -> int:
-    """One reconciler pass; returns how many jobs were sent again."""
+async def resend_lost(pool: AsyncConnectionPool, broker: WakeupRedisBroker, settings: Settings) -> int:
+    """One reconciler pass; returns how many jobs were sent again.
+
+    A job queued for long is usually just waiting its turn (a batch draining on
+    the bulk lane): its message, stored under the job's id, is still in Redis,
+    and only queued jobs whose message is gone are sent again. A running job
+    whose lease expired is sent again in any case (its worker hung or died).
+    """
     due = await store.due_for_resend(pool, settings.reconcile_after_seconds)
-    for job_id, queue in due:
-        await anyio.to_thread.run_sync(send_job, broker, job_id, queue)
-        logger.bind(job_id=str(job_id)).warning("re-sent a job whose message looked lost (queue {})", queue)
-    return len(due)
+    queued = [(str(job_id), queue) for job_id, queue, status in due if status == "queued"]
+    lost = [(str(job_id), queue) for job_id, queue, status in due if status != "queued"]
+    lost += await anyio.to_thread.run_sync(broker.unsent, queued)
+    if lost:
+        await anyio.to_thread.run_sync(broker.send_jobs, lost)
+    for job_id, queue in lost:
+        logger.bind(job_id=job_id).warning("re-sent a job whose message was lost (queue {})", queue)
+    return len(lost)
 
 
 def broker_upkeep(broker: WakeupRedisBroker) -> dict[str, int]:
@@ -94,13 +105,15 @@ async def run_forever(settings: Settings, broker: WakeupRedisBroker) -> None:
     """Tick until cancelled; a failing tick is logged and retried next tick."""
     clients = await Clients.connect(settings, pool_size=(1, 2))
     reservations = ReservationSweep(clients)
+    tracker = batches.Tracker(clients, load_catalog(settings))
     logger.info("maintenance loop running every {}s", settings.maintenance_interval_seconds)
     try:
         while True:
             # Each step is isolated: one failing (say, Redis down) must not stop the others.
             for name, step in (("broker upkeep", lambda: anyio.to_thread.run_sync(broker_upkeep, broker)),
                                ("reservation sweep", reservations.sweep),
-                               ("reconciler", lambda: resend_lost(clients.pool, broker, settings))):
+                               ("reconciler", lambda: resend_lost(clients.pool, broker, settings)),
+                               ("batches", tracker.tick)):
                 try:
                     await step()
                 except Exception:

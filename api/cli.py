@@ -1,4 +1,4 @@
-"""`switchyard` — the command line: run the platform's processes and admin tasks.
+"""`switchyard` — the command line: run the platform's processes, admin tasks, and the batch user's client.
 
     switchyard dev            the whole platform on this machine (embedded servers by default)
     switchyard migrate        apply schema.sql
@@ -8,31 +8,52 @@
     switchyard simulator      the provider simulator (development tool)
     switchyard create-user    add a user with the sign-up credits (`--role admin`, `--password`)
     switchyard create-key     create an API key for a user; the secret is printed once
+    switchyard batch …        submit, watch, list, cancel and download batches (api/cli_client.py)
+    switchyard chat PROMPT    stream one chat completion to the terminal (api/cli_client.py)
 
 This is product code (ADR 0005): it lives beside the API it drives. The
 process subcommands exec the entry module of the process they start
 (`dramatiq workers.app`, `workers.maintenance`, `scripts.simulator`,
 `scripts.dev`), so `api/` imports nothing from `workers/` or `scripts/`.
+The typer commands only parse; each process subcommand hands a `ProcessArgs`
+to its `_handler`, which the deployment-file tests swap out.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
 
+import typer
+
+from api.cli_client import batch_app, chat
 from jobs.settings import get_settings
 
 
-def _migrate(_: argparse.Namespace) -> None:
+@dataclass(frozen=True)
+class ProcessArgs:
+    """What the handler of a process subcommand receives."""
+
+    #: `dev` / `worker` / `simulator`: the wrapped program's arguments, untouched.
+    rest: list[str] = field(default_factory=list)
+    #: `api`: None means the setting (`SWITCHYARD_API_HOST` / `SWITCHYARD_API_PORT`).
+    host: str | None = None
+    port: int | None = None
+    workers: int = 1
+
+
+def _migrate(_: ProcessArgs) -> None:
     from jobs.db import migrate
 
     migrate(get_settings().database_url)
     print("schema applied")
 
 
-def _api(args: argparse.Namespace) -> None:
+def _api(args: ProcessArgs) -> None:
     import uvicorn
 
     settings = get_settings()
@@ -46,7 +67,7 @@ def _api(args: argparse.Namespace) -> None:
     )
 
 
-def _worker(args: argparse.Namespace) -> None:
+def _worker(args: ProcessArgs) -> None:
     import tempfile
 
     settings = get_settings()
@@ -57,7 +78,7 @@ def _worker(args: argparse.Namespace) -> None:
     for name, value in (("PROMETHEUS_MULTIPROC_DIR", prom_dir), ("dramatiq_prom_db", prom_dir),
                         ("dramatiq_prom_port", str(settings.worker_metrics_port))):
         os.putenv(name, value)
-    extra = args.rest or []
+    extra = args.rest
     if "--worker-shutdown-timeout" not in extra:
         # SIGTERM drains: in-flight jobs get this long to finish before the pool exits.
         extra = [*extra, "--worker-shutdown-timeout", str(int(settings.shutdown_grace_seconds * 1000))]
@@ -69,12 +90,16 @@ def _exec_module(module: str, *args: str) -> None:
     os.execvp(sys.executable, [sys.executable, "-m", module, *args])
 
 
-def _maintenance(_: argparse.Namespace) -> None:
+def _maintenance(_: ProcessArgs) -> None:
     _exec_module("workers.maintenance")
 
 
-def _simulator(args: argparse.Namespace) -> None:
-    _exec_module("scripts.simulator", *(args.rest or []))
+def _simulator(args: ProcessArgs) -> None:
+    _exec_module("scripts.simulator", *args.rest)
+
+
+def _dev(args: ProcessArgs) -> None:
+    _exec_module("scripts.dev", *args.rest)
 
 
 async def _create_user_async(email: str, role: str, password: str | None) -> None:
@@ -110,55 +135,95 @@ async def _create_key_async(email: str, name: str) -> None:
     print(secret)
 
 
-def _dev(args: argparse.Namespace) -> None:
-    _exec_module("scripts.dev", *(args.rest or []))
-
-
 #: Subcommands whose arguments are handed over untouched (the wrapped program defines its options).
-_PASS_THROUGH = {"dev": _dev, "worker": _worker, "simulator": _simulator}
+_PASS_THROUGH: dict[str, Callable[[ProcessArgs], None]] = {"dev": _dev, "worker": _worker, "simulator": _simulator}
+
+_PROCESSES, _ADMIN, _CLIENT = "Run the platform", "Administer", "Use a running API"
+
+app = typer.Typer(
+    name="switchyard", help="Switchyard: a job-queue platform for AI workloads.", no_args_is_help=True,
+    add_completion=False,
+    # A traceback with locals would print database URLs and API keys.
+    pretty_exceptions_show_locals=False,
+)
+
+#: Click options that leave every argument, `--help` included, to the wrapped program.
+_UNPARSED = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+
+
+def _pass_through(name: str, help_: str) -> None:
+    """Register `switchyard NAME ARGS…` (listed in the help; `main` dispatches it before typer parses)."""
+
+    def command(ctx: typer.Context) -> None:
+        _PASS_THROUGH[name](ProcessArgs(rest=list(ctx.args)))
+
+    app.command(name, help=help_, context_settings=_UNPARSED, add_help_option=False,
+                rich_help_panel=_PROCESSES)(command)
+
+
+_pass_through("dev", "The whole platform on this machine (`switchyard dev --help` for its options).")
+
+
+@app.command(rich_help_panel=_PROCESSES)
+def migrate() -> None:
+    """Apply schema.sql (idempotent)."""
+    _migrate(ProcessArgs())
+
+
+@app.command("api", rich_help_panel=_PROCESSES)
+def api_command(
+    host: Annotated[str | None, typer.Option(help="Interface to listen on (default: SWITCHYARD_API_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: SWITCHYARD_API_PORT)")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Uvicorn worker processes")] = 1,
+) -> None:
+    """Serve the HTTP API."""
+    _api(ProcessArgs(host=host, port=port, workers=workers))
+
+
+_pass_through("worker", "A Dramatiq worker pool (arguments go to `dramatiq workers.app`).")
+
+
+@app.command(rich_help_panel=_PROCESSES)
+def maintenance() -> None:
+    """Run the maintenance loop (re-sends lost jobs, reclaims jobs of dead workers)."""
+    _maintenance(ProcessArgs())
+
+
+_pass_through("simulator", "The provider simulator (development tool; `switchyard simulator --help`).")
+
+
+@app.command("create-user", rich_help_panel=_ADMIN)
+def create_user(
+    email: Annotated[str, typer.Option(help="The user's e-mail address")],
+    role: Annotated[Literal["user", "admin"], typer.Option()] = "user",
+    password: Annotated[str | None, typer.Option(help="Lets the user log in (without one: API keys only)")] = None,
+) -> None:
+    """Add a user with the sign-up credits."""
+    asyncio.run(_create_user_async(email, role, password))
+
+
+@app.command("create-key", rich_help_panel=_ADMIN)
+def create_key(
+    email: Annotated[str, typer.Option(help="The user's e-mail address")],
+    name: Annotated[str, typer.Option(help="A label for the key")] = "cli",
+) -> None:
+    """Create an API key for a user; the secret is printed once."""
+    asyncio.run(_create_key_async(email, name))
+
+
+app.add_typer(batch_app, name="batch", rich_help_panel=_CLIENT)
+app.command(rich_help_panel=_CLIENT)(chat)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the `switchyard` console script."""
-    parser = argparse.ArgumentParser(prog="switchyard", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    sub.add_parser("migrate", help="apply schema.sql").set_defaults(func=_migrate)
-
-    api = sub.add_parser("api", help="serve the HTTP API")
-    api.add_argument("--host")
-    api.add_argument("--port", type=int)
-    api.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
-    api.set_defaults(func=_api)
-
-    for name, func, help_ in (("dev", _dev, "run the whole platform locally (`switchyard dev --help`)"),
-                              ("worker", _worker, "run a Dramatiq worker pool (args go to dramatiq)"),
-                              ("simulator", _simulator, "run the provider simulator (dev tool)")):
-        p = sub.add_parser(name, help=help_, add_help=False)
-        p.add_argument("rest", nargs=argparse.REMAINDER)
-        p.set_defaults(func=func)
-
-    sub.add_parser("maintenance", help="run the maintenance loop").set_defaults(func=_maintenance)
-
-    user = sub.add_parser("create-user", help="add a user")
-    user.add_argument("--email", required=True)
-    user.add_argument("--role", choices=["user", "admin"], default="user")
-    user.add_argument("--password", help="lets the user log in (without one: API keys only)")
-    user.set_defaults(func=lambda a: asyncio.run(_create_user_async(a.email, a.role, a.password)))
-
-    key = sub.add_parser("create-key", help="create an API key (printed once)")
-    key.add_argument("--email", required=True)
-    key.add_argument("--name", default="cli")
-    key.set_defaults(func=lambda a: asyncio.run(_create_key_async(a.email, a.name)))
-
+    """Entry point of the `switchyard` console script (and of `python -m api.cli`)."""
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in _PASS_THROUGH:
-        # Everything after `dev` / `worker` / `simulator`, `--help` too, belongs to the wrapped program.
-        _PASS_THROUGH[argv[0]](argparse.Namespace(rest=argv[1:]))
+        # Dispatched before click parses anything: click would swallow a `--`, and every
+        # argument (`--help` too) belongs to the wrapped program.
+        _PASS_THROUGH[argv[0]](ProcessArgs(rest=argv[1:]))
         return
-    args = parser.parse_args(argv)
-    args.func(args)
+    app(args=argv, prog_name="switchyard")
 
 
 if __name__ == "__main__":

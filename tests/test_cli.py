@@ -1,13 +1,16 @@
-"""The admin commands of the `switchyard` CLI."""
+"""The `switchyard` CLI: its commands, the admin commands, the pass-through process commands."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
 import psycopg
+import pytest
 
+from api import cli
 from jobs.accounts import KEY_PREFIX, hash_key
 
 
@@ -37,3 +40,28 @@ def test_create_user_and_key_prints_a_working_key_once(servers: dict[str, str]) 
 
     missing = run_cli("create-key", "--email", "nobody@example.com", env=servers)
     assert missing.returncode != 0 and "create-user" in missing.stderr
+
+
+def test_pass_through_commands_hand_over_every_argument_untouched(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `--help` and `--` belong to the wrapped program, not to the switchyard parser.
+    handed: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(cli, "_PASS_THROUGH", {
+        name: lambda args, name=name: handed.append((name, args.rest)) for name in cli._PASS_THROUGH})
+    calls = [["worker", "--help"], ["worker", "--queues", "chat", "--", "-p2"], ["simulator", "--port", "1"],
+             ["dev", "-h"]]
+    for argv in calls:
+        cli.main(argv)
+    assert handed == [(argv[0], argv[1:]) for argv in calls]
+
+
+def test_help_lists_every_command() -> None:
+    wide = {"COLUMNS": "200", "NO_COLOR": "1"}
+    top = run_cli("--help", env=wide)
+    assert top.returncode == 0, top.stderr
+    for command in ("dev", "migrate", "api", "worker", "maintenance", "simulator", "create-user", "create-key",
+                    "batch", "chat"):
+        assert re.search(rf"^\W*{command}\s", top.stdout, re.M), (command, top.stdout)
+    batch = run_cli("batch", "--help", env=wide)
+    assert batch.returncode == 0, batch.stderr
+    for command in ("submit", "list", "status", "cancel", "download"):
+        assert re.search(rf"^\W*{command}\s", batch.stdout, re.M), (command, batch.stdout)

@@ -63,6 +63,7 @@ ApiKey = Annotated[str | None, typer.Option(
     "--api-key", envvar=["SWITCHYARD_API_KEY", "OPENAI_API_KEY"], show_envvar=True, show_default=False,
     help="An sk-sy-… API key.", rich_help_panel="Connection")]
 Poll = Annotated[float, typer.Option("--poll", min=0.1, help="Seconds between status checks while waiting.")]
+Wait = Annotated[bool, typer.Option("--wait", help="Watch until the batch ends, then download its files.")]
 
 batch_app = typer.Typer(help="Submit, watch, list, cancel and download batches (OpenAI's Batch API).",
                         no_args_is_help=True)
@@ -154,7 +155,7 @@ def submit(
     window: Annotated[str, typer.Option(help="The completion window.")] = "24h",
     metadata: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, repeatable.")] = None,
     callback_url: Annotated[str | None, typer.Option(help="POSTed a signed webhook when the batch ends.")] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Watch until the batch ends, then download its files.")] = False,
+    wait: Wait = False,
     output_dir: Annotated[Path | None, typer.Option(
         file_okay=False, help="Where --wait writes the files (default: next to FILE).")] = None,
     poll: Poll = 2.0,
@@ -369,7 +370,7 @@ def list_batches(
 @batch_app.command()
 def status(
     batch_id: BatchId,
-    wait: Annotated[bool, typer.Option("--wait", help="Watch until the batch ends, then download its files.")] = False,
+    wait: Wait = False,
     output_dir: Annotated[Path | None, typer.Option(
         file_okay=False, help="Where --wait writes the files (default: the current directory).")] = None,
     poll: Poll = 2.0,

@@ -49,7 +49,7 @@ from psycopg.rows import kwargs_row
 from psycopg_pool import AsyncConnectionPool
 
 from jobs import credits, files
-from jobs.broker import send_jobs, unsent
+from jobs.broker import send_jobs, unsent, withdraw
 from jobs.catalog import Catalog, Mode, Route
 from jobs.clients import Clients
 from jobs.enqueue import insert_job_of, send_after_commit
@@ -642,7 +642,8 @@ async def end_lines(clients: Clients, batch_id: str, code: str, message: str, *,
     """Cancel a batch's lines that have not started (and with `running`, those running); returns how many.
 
     One UPDATE for all of them. Lines hold no reservation of their own (the batch's is released when it is
-    finalized), so there is nothing to settle per line. Workers running a cancelled line stop it.
+    finalized), so there is nothing to settle per line. Workers running a cancelled line stop it; the
+    messages of lines that never started are withdrawn from Redis.
     """
     statuses = ["queued", "running"] if running else ["queued"]
     error = _encode({"code": code, "message": message}).decode()
@@ -653,12 +654,14 @@ async def end_lines(clients: Clients, batch_id: str, code: str, message: str, *,
                 SELECT id, status FROM jobs WHERE batch_id = %s AND status = ANY(%s) FOR UPDATE SKIP LOCKED)
             UPDATE jobs j SET status = 'cancelled', finished_at = now(), lease_until = NULL, error = %s::jsonb
             FROM ended WHERE j.id = ended.id
-            RETURNING j.id, ended.status
+            RETURNING j.id, j.queue, ended.status
             """,
             (batch_id, statuses, error),
         )
         ended = await cur.fetchall()
-    was_running = [str(job_id) for job_id, status in ended if status == "running"]
+    # Queued lines' messages are withdrawn, so the bulk pool never fetches them (a running one's is in flight).
+    await withdraw(clients.redis, [(str(job_id), queue) for job_id, queue, status in ended if status == "queued"])
+    was_running = [str(job_id) for job_id, _queue, status in ended if status == "running"]
     if was_running:
         async with clients.redis.pipeline(transaction=False) as pipe:
             for job_id in was_running:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import dramatiq
@@ -49,10 +50,19 @@ class WakeupRedisBroker(RedisBroker):
     def __init__(self, *, wakeup: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.wakeup = wakeup
+        self._fetch_live: Any = None
 
     @property
     def consumer_class(self) -> type[_RedisConsumer]:
         return _WakeupConsumer if self.wakeup else _RedisConsumer
+
+    def fetch_live(self, queue_name: str, prefetch: int) -> list[bytes]:
+        """Dramatiq's fetch, passing over ids whose message was withdrawn (`withdraw`); see fetch_live.lua."""
+        if self._fetch_live is None:
+            self._fetch_live = self.client.register_script(_FETCH_LIVE)
+        found: list[bytes] = self._fetch_live(keys=[self.namespace], args=[
+            queue_name, self.broker_id, int(time.time() * 1000), prefetch, 10_000])
+        return found
 
     def send_jobs(self, jobs: Iterable[tuple[str, str]], chunk: int = 5_000) -> int:
         """Enqueue one message per (job id, queue), pipelined (see `send_jobs`); returns how many."""
@@ -99,7 +109,7 @@ class _WakeupConsumer(_RedisConsumer):
                     return super().__next__()
                 messages = []
                 if self.outstanding_message_count < self.prefetch:
-                    self.message_cache = messages = self.broker.do_fetch(
+                    self.message_cache = messages = self.broker.fetch_live(
                         self.queue_name, self.prefetch - self.outstanding_message_count
                     )
                 self.last_beat = time.monotonic()
@@ -135,6 +145,8 @@ class _WakeupConsumer(_RedisConsumer):
         finally:
             super().close()
 
+
+_FETCH_LIVE = (Path(__file__).parent / "fetch_live.lua").read_text()
 
 #: The Redis key prefix of every queue.
 NAMESPACE = "switchyard"
@@ -201,6 +213,23 @@ async def unsent(redis: AsyncRedis, jobs: list[tuple[str, str]], *,
             pipe.hexists(f"{namespace}:{queue}.msgs", job_id)
         present = await pipe.execute()
     return [job for job, found in zip(jobs, present, strict=True) if not found]
+
+
+async def withdraw(redis: AsyncRedis, jobs: list[tuple[str, str]], *, namespace: str = NAMESPACE) -> None:
+    """Delete the messages of jobs that ended without running (a cancelled batch's lines).
+
+    Their ids stay in the queue's list until a consumer reaches them, and the
+    consumer's fetch (`fetch_live.lua`) passes over an id without a message
+    in Redis, so a cancelled 100,000-line batch costs the bulk pool nothing.
+    """
+    by_queue: dict[str, list[str]] = {}
+    for job_id, queue in jobs:
+        by_queue.setdefault(queue, []).append(job_id)
+    async with redis.pipeline(transaction=False) as pipe:
+        for queue, ids in by_queue.items():
+            for start in range(0, len(ids), 5_000):
+                pipe.hdel(f"{namespace}:{queue}.msgs", *ids[start:start + 5_000])
+        await pipe.execute()
 
 
 def make_broker(settings: Settings, middleware: list[Middleware] | None = None, *,

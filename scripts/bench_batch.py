@@ -9,7 +9,8 @@ generates an N-line chat JSONL and measures, with the unchanged `openai` SDK:
   reserve once, COPY the line jobs, pipelined enqueue — with the API's own
   phase timings (validate; reserve + COPY; send);
 - fan-out: jobs/s of reserve + COPY + send (the part the baseline does);
-- drain: lines/s until the batch is `completed` (skip with `--no-drain`), while
+- drain (after the fan-out rounds, with the worker pools started): lines/s
+  until a second batch is `completed` (skip with `--no-drain`), while
   interactive jobs are submitted every 0.5 s and their enqueue → start
   latency is compared with the same jobs on an idle stack.
 
@@ -18,7 +19,7 @@ rows of the same shape into a copy of the `jobs` table (same indexes), plus N
 raw Dramatiq enqueues (its `dispatch.lua` `enqueue` command, the script
 `actor.send()` runs) pipelined 5,000 per round trip.
 
-    .venv/bin/python -m scripts.bench_batch [--lines 100000] [--drain-lines 5000] [--no-drain]
+    .venv/bin/python -m scripts.bench_batch [--lines 100000] [--rounds 3] [--drain-lines 20000] [--no-drain]
 """
 
 from __future__ import annotations
@@ -189,9 +190,6 @@ async def bench(args: argparse.Namespace, env: dict[str, str], key: str, owner: 
     api = start_api(env, port, log_dir)
     maintenance = start_maintenance(env, log_dir)
     procs = [maintenance, api]
-    if not args.no_drain:
-        procs.insert(0, start_worker(env, log_dir, name="bulk", processes=2, threads=8, queues=["chat.bulk"]))
-        procs.insert(0, start_worker(env, log_dir, name="interactive", threads=8, queues=["chat"]))
     api_url = f"http://127.0.0.1:{port}"
     client = openai.AsyncOpenAI(base_url=api_url + "/v1", api_key=key, max_retries=0, timeout=600)
     tmp = Path(tempfile.mkdtemp(prefix="sy-bench-batch-"))
@@ -209,6 +207,9 @@ async def bench(args: argparse.Namespace, env: dict[str, str], key: str, owner: 
         drained = None
         idle: list[float] = []
         if not args.no_drain:
+            # The pools start after the fan-out rounds, which measure the API, PostgreSQL and Redis alone.
+            procs.insert(0, start_worker(env, log_dir, name="bulk", processes=2, threads=8, queues=["chat.bulk"]))
+            procs.insert(0, start_worker(env, log_dir, name="interactive", threads=8, queues=["chat"]))
             idle = await idle_waits(api_url, key)
             small = tmp / "drain.jsonl"
             write_jsonl(small, args.drain_lines)
@@ -265,7 +266,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lines", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--drain-lines", type=int, default=5_000)
+    parser.add_argument("--drain-lines", type=int, default=20_000)
     parser.add_argument("--no-drain", action="store_true")
     args = parser.parse_args()
     log_dir = Path(tempfile.mkdtemp(prefix="sy-bench-logs-"))

@@ -210,7 +210,8 @@ async def test_an_unaffordable_batch_is_402_with_nothing_reserved(stack: Stack, 
     assert batch.status == "failed" and batch.errors and batch.errors.data[0].code == "insufficient_credits"
 
 
-async def test_cancel_mid_batch_ends_every_line_exactly_once(stack: Stack, user: User, tmp_path: Path) -> None:
+async def test_cancel_mid_batch_ends_every_line_exactly_once(stack: Stack, user: User, tmp_path: Path,
+                                                             redis_client: redis.Redis) -> None:
     client = sdk(stack, user)
     path = jsonl(tmp_path, [chat_line(f"c{i}", f"[[sim: ttft_ms=250]] slow line {i}") for i in range(40)])
     batch = await submit(client, path)
@@ -225,6 +226,9 @@ async def test_cancel_mid_batch_ends_every_line_exactly_once(stack: Stack, user:
     output, errors = await lines_of(client, done.output_file_id), await lines_of(client, done.error_file_id)
     assert not set(output) & set(errors) and len(output) + len(errors) == 40
     assert {e["error"]["code"] for e in errors.values()} == {"batch_cancelled"}
+    # Lines that never started had their messages withdrawn: the bulk pool will not even fetch them.
+    never_ran = [uuid.UUID(e["id"].removeprefix("batch_req_")) for e in errors.values()]
+    assert not any(redis_client.hexists("switchyard:chat.bulk.msgs", str(job_id)) for job_id in never_ran)
     await assert_settled_once(stack, user, batch.id, 40)
     with pytest.raises(openai.ConflictError) as again:
         await client.batches.cancel(batch.id)

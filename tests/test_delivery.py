@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from typing import Any
@@ -137,4 +138,28 @@ def test_the_reconciler_tells_a_waiting_message_from_a_lost_one(stack: Stack, re
         assert redis_client.lrange("switchyard:test-unconsumed", 0, -1) == [waiting.encode()]
     finally:
         redis_client.delete("switchyard:test-unconsumed", "switchyard:test-unconsumed.msgs")
+        broker.close()
+
+
+async def test_a_withdrawn_message_is_passed_over_by_the_fetch(stack: Stack, redis_client: redis.Redis) -> None:
+    from redis.asyncio import Redis
+
+    from jobs.broker import withdraw
+
+    broker = make_broker(stack.settings, middleware=[])
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    queue = "test-withdrawn"
+    client = Redis.from_url(stack.env["REDIS_URL"])
+    try:
+        broker.send_jobs([(job_id, queue) for job_id in ids])
+        await withdraw(client, [(ids[1], queue)])
+        bodies = broker.fetch_live(queue, 10)
+        assert [json.loads(b)["args"] for b in bodies] == [[ids[0]], [ids[2]]]
+        acks = redis_client.smembers(f"switchyard:__acks__.{broker.broker_id}.{queue}")
+        assert acks == {ids[0].encode(), ids[2].encode()}  # the withdrawn id is not held as in flight
+        assert redis_client.llen(f"switchyard:{queue}") == 0
+    finally:
+        redis_client.delete(f"switchyard:{queue}", f"switchyard:{queue}.msgs",
+                            f"switchyard:__acks__.{broker.broker_id}.{queue}")
+        await client.aclose()
         broker.close()

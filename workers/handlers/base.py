@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 
 from jobs import store
+from jobs.states import EventType
 from workers.runtime import Runtime
 
 
@@ -19,6 +20,20 @@ class Outcome:
     result: msgspec.Struct
     #: Credits to charge; the settlement caps it at the job's reservation.
     charge: int = 0
+
+
+#: Publishes one event of the job being run.
+Publish = Callable[[EventType, dict[str, Any]], Awaitable[None]]
+
+
+def publisher(rt: Runtime, job: store.JobRow) -> Publish:
+    """How a handler publishes its job's events; a batch line publishes none (its batch reports progress)."""
+
+    async def publish(type: EventType, data: dict[str, Any]) -> None:
+        if job.batch_id is None:
+            await rt.events.publish(job.id, job.owner_id, type, data)
+
+    return publish
 
 
 #: (runtime, the claimed job, its decoded input, the attempt log to append provider calls to) -> Outcome.

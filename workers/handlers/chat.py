@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from jobs import credits, store
 from jobs.kinds import ChatCompletionInput, ChatCompletionResult
-from jobs.states import EventType
-from workers.handlers.base import Outcome
+from workers.handlers.base import Outcome, publisher
 from workers.routing import RouteRun
 from workers.runtime import Runtime
 
@@ -16,10 +13,7 @@ async def run(rt: Runtime, job: store.JobRow, input: ChatCompletionInput,
               attempts: list[store.AttemptRow]) -> Outcome:
     """Run the completion over the model's route (retries, fallback, deltas when `stream`)."""
 
-    async def publish(type: EventType, data: dict[str, Any]) -> None:
-        await rt.events.publish(job.id, job.owner_id, type, data)
-
-    target, outcome = await RouteRun(rt, job, input, attempts, publish).run()
+    target, outcome = await RouteRun(rt, job, input, attempts, publisher(rt, job)).run()
     result = ChatCompletionResult(
         content=outcome.content,
         finish_reason=outcome.finish_reason,

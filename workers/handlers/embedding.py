@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from jobs import credits, store
 from jobs.kinds import EmbeddingInput, EmbeddingResult
-from jobs.states import EventType
-from workers.handlers.base import Outcome
+from workers.handlers.base import Outcome, publisher
 from workers.routing import EmbedRun
 from workers.runtime import Runtime
 
@@ -15,10 +12,7 @@ from workers.runtime import Runtime
 async def run(rt: Runtime, job: store.JobRow, input: EmbeddingInput, attempts: list[store.AttemptRow]) -> Outcome:
     """One vector per text, in input order, from the first target of the route that serves them all."""
 
-    async def publish(type: EventType, data: dict[str, Any]) -> None:
-        await rt.events.publish(job.id, job.owner_id, type, data)
-
-    target, outcome = await EmbedRun(rt, job, input, attempts, publish).run()
+    target, outcome = await EmbedRun(rt, job, input, attempts, publisher(rt, job)).run()
     result = EmbeddingResult(
         data=outcome.vectors,
         model=input.model,

@@ -230,6 +230,8 @@ ALTER TABLE jobs ADD COLUMN IF NOT EXISTS batch_id text;
 ALTER TABLE jobs ADD COLUMN IF NOT EXISTS custom_id text;
 ALTER TABLE jobs ADD COLUMN IF NOT EXISTS callback_url text;
 CREATE INDEX IF NOT EXISTS jobs_batch ON jobs (batch_id, status) WHERE batch_id IS NOT NULL;
+-- The reconciler's queued jobs outside batches (batch lines are their batch's business).
+CREATE INDEX IF NOT EXISTS jobs_queued_single ON jobs (enqueued_at) WHERE status = 'queued' AND batch_id IS NULL;
 -- A custom_id appears once per batch: a resumed fan-out can never create a line twice.
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_batch_custom_id ON jobs (batch_id, custom_id) WHERE batch_id IS NOT NULL;
 

@@ -49,7 +49,7 @@ from psycopg.rows import kwargs_row
 from psycopg_pool import AsyncConnectionPool
 
 from jobs import credits, files
-from jobs.broker import send_jobs, unsent, withdraw
+from jobs.broker import NAMESPACE, job_message, send_jobs, unsent, withdraw
 from jobs.catalog import Catalog, Mode, Route
 from jobs.clients import Clients
 from jobs.enqueue import insert_job_of, send_after_commit
@@ -60,7 +60,6 @@ from jobs.errors import (
     IdempotencyConflict,
     InsufficientCredits,
     InvalidBatch,
-    SwitchyardError,
     UnknownModel,
     error_body,
 )
@@ -85,6 +84,8 @@ LIVE = ("validating", "in_progress", "finalizing", "cancelling")
 #: How long a validation or fan-out may take before another process resumes it.
 VALIDATION_LEASE_SECONDS = 300
 FINALIZE_LEASE_SECONDS = 300
+#: How long sending a fan-out's messages may take before the maintenance loop sends what is missing.
+SEND_LEASE_SECONDS = 60
 #: Errors listed in a failed batch's `errors.data` (the count says how many there were).
 MAX_LISTED_ERRORS = 1000
 #: The longest `completion_window` (OpenAI's only value is `24h`; shorter ones are a Switchyard extension).
@@ -299,6 +300,8 @@ def _copy_text(value: str) -> str:
 
 
 _encode = msgspec.json.Encoder().encode
+#: A JSON `\u0000` escape (not an escaped backslash followed by `u0000`).
+_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 
 @dataclass
@@ -316,27 +319,44 @@ class Validation:
     cost: int = 0
     errors: list[BatchError] = field(default_factory=list)
     error_count: int = 0
-    #: The COPY text of the line jobs (only while no error was found), and their (id, queue).
+    #: The COPY text of the line jobs (only while no error was found), and their (id, queue, message).
     copy: list[str] = field(default_factory=list)
-    jobs: list[tuple[str, str]] = field(default_factory=list)
+    jobs: list[tuple[str, str, bytes]] = field(default_factory=list)
+    #: The longest line read (bytes); a longer one is refused without being held whole.
+    max_line_bytes: int = 4 * 1024 * 1024
     _line_no: int = 0
-    _rest: bytes = b""
+    _rest: list[bytes] = field(default_factory=list)
+    _rest_bytes: int = 0
     _seen: set[str] = field(default_factory=set)
     _routes: dict[str, Route | UnknownModel] = field(default_factory=dict)
 
     def feed(self, chunk: bytes) -> None:
         """Validate the complete lines of `chunk` (the last, partial line waits for the next chunk)."""
-        data = self._rest + chunk
-        lines = data.split(b"\n")
-        self._rest = lines.pop()
+        if self._line_no == 0 and not self._rest and chunk.startswith(b"\xef\xbb\xbf"):
+            chunk = chunk[3:]  # a UTF-8 byte order mark
+        lines = chunk.split(b"\n")
+        tail = lines.pop()
         for raw in lines:
-            self._line(raw)
+            self._line(self._take_rest(raw) if self._rest_bytes else raw)
+        if tail:
+            # A partial line: kept in pieces (no re-copy per chunk), and only up to the limit.
+            self._rest_bytes += len(tail)
+            if self._rest_bytes <= self.max_line_bytes:
+                self._rest.append(tail)
+            else:
+                self._rest = []  # too long: its bytes are dropped, `_rest_bytes` remembers it
+
+    def _take_rest(self, end: bytes) -> bytes | None:
+        """The partial line kept so far, completed by `end`; None when it is too long."""
+        too_long = self._rest_bytes + len(end) > self.max_line_bytes
+        raw = None if too_long else b"".join([*self._rest, end])
+        self._rest, self._rest_bytes = [], 0
+        return raw
 
     def finish(self) -> None:
         """Validate the last line, and fail an empty file."""
-        if self._rest:
-            self._line(self._rest)
-            self._rest = b""
+        if self._rest_bytes:
+            self._line(self._take_rest(b""))
         if self.lines == 0 and not self.error_count:
             self._error("empty_file", "the input file has no requests", None)
 
@@ -355,12 +375,19 @@ class Validation:
                 self._routes[model] = exc
         return self._routes[model]
 
-    def _line(self, raw: bytes) -> None:
+    def _line(self, raw: bytes | None) -> None:
         self._line_no += 1
         n = self._line_no
-        if not raw.strip():
+        if raw is not None and not raw.strip():
             return
         self.lines += 1
+        if raw is None or len(raw) > self.max_line_bytes:
+            self._error("line_too_long", f"line {n} is longer than {self.max_line_bytes} bytes", n)
+            return
+        if b"\\u0000" in raw and _NUL.search(raw):
+            # PostgreSQL text and jsonb cannot hold NUL: refuse it here rather than fail the COPY.
+            self._error("invalid_request", f"line {n} contains a NUL character (\\u0000)", n)
+            return
         if self.lines > self.max_lines:
             if self.lines == self.max_lines + 1:
                 self._error("too_many_lines", f"a batch has at most {self.max_lines} requests", n)
@@ -406,7 +433,8 @@ class Validation:
             _copy_text(_encode(job.input).decode()), _copy_text(metadata) if job.metadata else metadata,
             str(self.max_attempts), str(cost), self.batch_id, _copy_text(line.custom_id),
         )) + "\n")
-        self.jobs.append((job_id, str(job.queue)))
+        # The message is built here, in the validation thread, not in the API's event loop.
+        self.jobs.append((job_id, str(job.queue), job_message(job_id, str(job.queue))))
 
     @property
     def _url(self) -> str:
@@ -551,23 +579,34 @@ async def fan_out(clients: Clients, catalog: Catalog, batch: BatchRow) -> BatchR
                     WHERE id = %s AND status = 'validating'
                     RETURNING {_COLUMNS}
                     """,
-                    (check.lines, check.cost, VALIDATION_LEASE_SECONDS, batch.id),
+                    (check.lines, check.cost, SEND_LEASE_SECONDS, batch.id),
                 )
                 started = await cur.fetchone()
             if started is None:  # cancelled meanwhile, or another process fanned it out
                 return await get(clients.pool, batch.id, None) or batch
-            await credits.reserve_batch(conn, batch.owner_id, batch.id, check.cost)
+            if check.cost and await credits.balance_of(conn, batch.owner_id) < check.cost:
+                await credits.reserve_batch(conn, batch.owner_id, batch.id, check.cost)  # raises, nothing copied
             async with conn.cursor() as copy_cur, copy_cur.copy(
                 "COPY jobs (id, owner_id, kind, queue, input, metadata, max_attempts, reserved_credits, batch_id,"
                 " custom_id) FROM STDIN"
             ) as copy:
                 for start in range(0, len(check.copy), 2000):
                     await copy.write("".join(check.copy[start:start + 2000]))
+            # Last, so the account's row lock (every job of this user needs it) is held only for the commit.
+            if check.cost:
+                await credits.reserve_batch(conn, batch.owner_id, batch.id, check.cost)
     except InsufficientCredits as exc:
         await _fail(clients, batch, [BatchError(code=exc.code, message=exc.message)], check.lines)
         raise
     committed = time.perf_counter()
-    await send_jobs(clients.redis, check.jobs, wakeup=settings.dispatch_wakeup, chunk=settings.batch_send_chunk)
+    try:
+        await send_jobs(clients.redis, check.jobs, wakeup=settings.dispatch_wakeup,
+                        chunk=settings.batch_send_chunk)
+    except Exception:
+        # The lines are committed and paid for: the maintenance loop sends what is missing once the
+        # lease runs out (`sent_at` is still NULL). The batch stands, as a 202 does.
+        logger.opt(exception=True).bind(batch_id=batch.id).warning("fan-out send failed; maintenance will resume")
+        return started
     sent = time.perf_counter()
     logger.bind(batch_id=batch.id).info(
         "batch fanned out: {} lines, {} credits reserved (validated in {:.3f} s, reserved + copied in {:.3f} s, "
@@ -578,7 +617,11 @@ async def fan_out(clients: Clients, catalog: Catalog, batch: BatchRow) -> BatchR
 async def _mark_sent(pool: AsyncConnectionPool, batch_id: str) -> BatchRow | None:
     async with pool.connection() as conn, conn.cursor(row_factory=_batch_row) as cur:
         await cur.execute(
-            f"UPDATE batches SET sent_at = now(), lease_until = NULL WHERE id = %s RETURNING {_COLUMNS}",
+            f"""
+            UPDATE batches SET sent_at = now(),
+                               lease_until = CASE WHEN status = 'in_progress' THEN NULL ELSE lease_until END
+            WHERE id = %s RETURNING {_COLUMNS}
+            """,
             (batch_id,))
         return await cur.fetchone()
 
@@ -619,7 +662,7 @@ async def cancel(clients: Clients, batch_id: str, owner_id: UUID | None) -> Batc
     async with clients.pool.connection() as conn, conn.cursor(row_factory=_batch_row) as cur:
         await cur.execute(
             f"""
-            UPDATE batches SET status = 'cancelling', cancelling_at = now()
+            UPDATE batches SET status = 'cancelling', cancelling_at = now(), lease_until = NULL
             WHERE id = %s AND (%s::uuid IS NULL OR owner_id = %s) AND status IN ('validating', 'in_progress')
             RETURNING {_COLUMNS}
             """,
@@ -680,6 +723,8 @@ class Tracker:
         self.clients = clients
         self.catalog = catalog
         self.reported: dict[str, tuple[str, int, int]] = {}
+        #: When each batch's counts last moved (monotonic seconds), to notice a stalled one.
+        self.moved: dict[str, float] = {}
 
     async def tick(self) -> int:
         """One pass over every live batch; returns how many batches ended."""
@@ -693,10 +738,12 @@ class Tracker:
                 ended += await self._step(batch)
             except InsufficientCredits:
                 ended += 1  # a resumed fan-out the balance no longer covers: recorded `failed`
-            except SwitchyardError as exc:
-                logger.bind(batch_id=batch.id).error("batch step failed: {}", exc.message)
+            except Exception:
+                # One batch's trouble (storage, a bug) must not hold up the others; it is retried next tick.
+                logger.opt(exception=True).bind(batch_id=batch.id).error("batch step failed")
         for gone in set(self.reported) - {b.id for b in live}:
             del self.reported[gone]
+            self.moved.pop(gone, None)
         return ended
 
     async def _step(self, batch: BatchRow) -> int:
@@ -723,11 +770,43 @@ class Tracker:
         done, failed, live = await _line_counts(self.clients.pool, batch.id)
         if (batch.status, done, failed) != self.reported.get(batch.id):
             self.reported[batch.id] = (batch.status, done, failed)
+            self.moved[batch.id] = time.monotonic()
             await _publish(self.clients, batch, view(batch, RequestCounts(total=batch.total, completed=done,
                                                                           failed=failed)))
+        if live and batch.status == "in_progress" and batch.sent_at is not None:
+            await self._unstick(batch)
         if live or (batch.status == "finalizing" and leased):
             return 0
         return int(await finalize(self.clients, batch.id) is not None)
+
+    async def _unstick(self, batch: BatchRow) -> None:
+        """Send again the queued lines of a batch that stopped moving while its lane is empty.
+
+        A consumer that loses its Redis connection drops the messages it had
+        prefetched; their bodies stay in Redis but nothing will fetch them
+        while that worker lives. If a batch has not moved for a while and its
+        lane has nothing waiting, its queued lines are sent again (a line that
+        was only slow runs once anyway: its claim makes the copy a no-op).
+        """
+        still = time.monotonic() - self.moved.get(batch.id, time.monotonic())
+        if still < 3 * self.clients.settings.reconcile_after_seconds:
+            return
+        lane, redis = str(BULK_LANE), self.clients.redis
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.llen(f"{NAMESPACE}:{lane}")
+            pipe.hlen(f"{NAMESPACE}:{lane}.DQ.msgs")
+            waiting, delayed = await pipe.execute()
+        if waiting or delayed:
+            return
+        async with self.clients.pool.connection() as conn:
+            cur = await conn.execute("SELECT id, queue FROM jobs WHERE batch_id = %s AND status = 'queued'",
+                                     (batch.id,))
+            queued = [(str(job_id), queue) for job_id, queue in await cur.fetchall()]
+        if queued:
+            await send_jobs(redis, queued, wakeup=self.clients.settings.dispatch_wakeup)
+            logger.bind(batch_id=batch.id).warning("batch stalled with its lane empty: re-sent {} queued lines",
+                                                   len(queued))
+        self.moved[batch.id] = time.monotonic()
 
     async def _resend(self, batch: BatchRow) -> None:
         """Send the queued lines whose message is not in Redis (a fan-out that stopped before sending)."""
@@ -769,7 +848,8 @@ async def _claim(pool: AsyncConnectionPool, batch_id: str, status: str, seconds:
 
 async def _stamp_expired(pool: AsyncConnectionPool, batch_id: str) -> None:
     async with pool.connection() as conn:
-        await conn.execute("UPDATE batches SET expired_at = now() WHERE id = %s AND expired_at IS NULL", (batch_id,))
+        await conn.execute("UPDATE batches SET expired_at = now() WHERE id = %s AND expired_at IS NULL "
+                           "AND status = 'in_progress'", (batch_id,))
 
 
 def _line_id(job_id: UUID) -> str:
@@ -819,7 +899,7 @@ async def finalize(clients: Clients, batch_id: str) -> BatchRow | None:
                 finalizing_at = CASE WHEN status = 'in_progress' THEN now() ELSE finalizing_at END,
                 lease_until = now() + make_interval(secs => %s)
             WHERE id = %s AND status IN ('in_progress', 'finalizing', 'cancelling')
-              AND (status <> 'finalizing' OR lease_until IS NULL OR lease_until < now())
+              AND (lease_until IS NULL OR lease_until < now())
               AND NOT EXISTS (SELECT 1 FROM jobs WHERE batch_id = %s AND status IN ('queued', 'running'))
             RETURNING {_COLUMNS}
             """,
@@ -829,13 +909,15 @@ async def finalize(clients: Clients, batch_id: str) -> BatchRow | None:
     if batch is None:
         return None
     done, failed, _ = await _line_counts(clients.pool, batch.id)
+    names = (f"{batch.id}_output.jsonl", f"{batch.id}_error.jsonl")
+    await _drop_files(clients, batch, names)  # what a finalize that died half-way wrote
     output_id = error_id = None
     if done:
-        output = await files.store_file(clients, batch.owner_id, f"{batch.id}_output.jsonl", "batch_output",
+        output = await files.store_file(clients, batch.owner_id, names[0], "batch_output",
                                         _output_lines(clients.pool, batch, succeeded=True))
         output_id = output.id
     if failed:
-        errors = await files.store_file(clients, batch.owner_id, f"{batch.id}_error.jsonl", "batch_output",
+        errors = await files.store_file(clients, batch.owner_id, names[1], "batch_output",
                                         _output_lines(clients.pool, batch, succeeded=False))
         error_id = errors.id
     final = "cancelled" if batch.status == "cancelling" else "expired" if batch.expired_at else "completed"
@@ -865,6 +947,22 @@ async def finalize(clients: Clients, batch_id: str) -> BatchRow | None:
                                       final, done, failed, row.charged_credits, row.reserved_credits)
     await _publish(clients, row, view(row))
     return row
+
+
+async def _drop_files(clients: Clients, batch: BatchRow, names: tuple[str, ...]) -> None:
+    """Delete output files of this batch no batch row points to (left by an interrupted finalize)."""
+    async with clients.pool.connection() as conn:
+        cur = await conn.execute(
+            """
+            SELECT f.id FROM files f
+            WHERE f.owner_id = %s AND f.purpose = 'batch_output' AND f.filename = ANY(%s)
+              AND NOT EXISTS (SELECT 1 FROM batches b WHERE b.output_file_id = f.id OR b.error_file_id = f.id)
+            """,
+            (batch.owner_id, list(names)),
+        )
+        stale = [row[0] for row in await cur.fetchall()]
+    for file_id in stale:
+        await files.delete_file(clients, file_id, batch.owner_id)
 
 
 async def _publish(clients: Clients, batch: BatchRow, shown: BatchObject) -> None:

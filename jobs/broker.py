@@ -64,7 +64,7 @@ class WakeupRedisBroker(RedisBroker):
             queue_name, self.broker_id, int(time.time() * 1000), prefetch, 10_000])
         return found
 
-    def send_jobs(self, jobs: Iterable[tuple[str, str]], chunk: int = 5_000) -> int:
+    def send_jobs(self, jobs: Iterable[Outgoing], chunk: int = 5_000) -> int:
         """Enqueue one message per (job id, queue), pipelined (see `send_jobs`); returns how many."""
         sent = 0
         for part in _chunks(jobs, chunk):
@@ -160,8 +160,12 @@ def job_message(job_id: str, queue: str) -> bytes:
     return message.encode()
 
 
-def _chunks(jobs: Iterable[tuple[str, str]], size: int) -> Iterator[list[tuple[str, str]]]:
-    part: list[tuple[str, str]] = []
+#: A job to send: (job id, queue), or (job id, queue, its `job_message`) when built beforehand.
+Outgoing = tuple[str, str] | tuple[str, str, bytes]
+
+
+def _chunks(jobs: Iterable[Outgoing], size: int) -> Iterator[list[Outgoing]]:
+    part: list[Outgoing] = []
     for job in jobs:
         part.append(job)
         if len(part) >= size:
@@ -171,11 +175,12 @@ def _chunks(jobs: Iterable[tuple[str, str]], size: int) -> Iterator[list[tuple[s
         yield part
 
 
-def _write(pipe: Any, namespace: str, jobs: list[tuple[str, str]], wakeup: bool) -> None:
+def _write(pipe: Any, namespace: str, jobs: list[Outgoing], wakeup: bool) -> None:
     """Queue on `pipe` what Dramatiq's `enqueue` command writes, one HSET + one RPUSH per queue for all `jobs`."""
     by_queue: dict[str, dict[str, bytes]] = {}
-    for job_id, queue in jobs:
-        by_queue.setdefault(queue, {})[job_id] = job_message(job_id, queue)
+    for job in jobs:
+        job_id, queue = job[0], job[1]
+        by_queue.setdefault(queue, {})[job_id] = job[2] if len(job) == 3 else job_message(job_id, queue)
     for queue, messages in by_queue.items():
         pipe.hset(f"{namespace}:{queue}.msgs", mapping=messages)
         pipe.rpush(f"{namespace}:{queue}", *messages)
@@ -183,7 +188,7 @@ def _write(pipe: Any, namespace: str, jobs: list[tuple[str, str]], wakeup: bool)
             pipe.publish(wake_channel(namespace, queue), b"1")
 
 
-async def send_jobs(redis: AsyncRedis, jobs: Iterable[tuple[str, str]], *, wakeup: bool = True,
+async def send_jobs(redis: AsyncRedis, jobs: Iterable[Outgoing], *, wakeup: bool = True,
                     chunk: int = 5_000, namespace: str = NAMESPACE) -> int:
     """Enqueue one message per (job id, queue) from async code, pipelined; returns how many were sent.
 

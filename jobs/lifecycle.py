@@ -129,12 +129,13 @@ async def _finish(clients: Clients, job: store.JobRow, status: Status, attempts:
         await store.record_attempts(conn, job.id, attempts)
         callback = await _insert_callback(clients, conn, job, status, result=result, error=error)
         if job.batch_id is not None:
+            # Lines never took a concurrency slot, and nothing else may hold the account's row lock longer.
             await credits.settle_batch_line(conn, job.owner_id, job.id, job.reserved_credits, charge,
                                             credits.ledger_model(job))
         else:
+            await clients.inflight.done(job.owner_id, job.id)
             await credits.settle(conn, job.owner_id, job.id, job.reserved_credits, charge,
                                  credits.ledger_model(job))
-        await clients.inflight.done(job.owner_id, job.id)
     await send_after_commit(clients, callback)
     return True
 

@@ -263,13 +263,17 @@ async def fail_unfinished(conn: AsyncConnection[Any], job_id: UUID, error: Any, 
 
 
 async def stale_jobs(pool: AsyncConnectionPool, older_than_seconds: float, limit: int = 100) -> list[UUID]:
-    """Up to `limit` jobs still queued or running `older_than_seconds` after their submission."""
+    """Up to `limit` jobs still queued or running `older_than_seconds` after their submission.
+
+    Batch lines are not among them: their batch's `completion_window` decides (`jobs/batches.py`).
+    """
     async with pool.connection() as conn:
         # Reads the partial index of live jobs: the cost follows the number of live jobs, not the table.
         cur = await conn.execute(
             """
             SELECT id FROM jobs
             WHERE status IN ('queued', 'running') AND created_at < now() - make_interval(secs => %s)
+              AND batch_id IS NULL
             LIMIT %s
             """,
             (older_than_seconds, limit),
@@ -312,22 +316,25 @@ async def due_for_resend(
 
     Marks them as sent now (so the next sweep skips them) and returns (id, queue,
     status) to check and send again. A duplicate message is harmless: its claim
-    turns it into a no-op.
+    turns it into a no-op. Queued batch lines are left to their batch
+    (`jobs.batches.Tracker`), so a draining batch never crowds out the rest.
     """
     async with pool.connection() as conn:
         cur = await conn.execute(
             """
-            UPDATE jobs SET enqueued_at = now()
-            WHERE id IN (
+            WITH queued AS (
                 SELECT id FROM jobs
-                WHERE enqueued_at < now() - make_interval(secs => %s)
-                  AND (status = 'queued' OR (status = 'running' AND lease_until < now()))
-                ORDER BY enqueued_at
-                LIMIT %s
-                FOR UPDATE SKIP LOCKED
+                WHERE status = 'queued' AND batch_id IS NULL AND enqueued_at < now() - make_interval(secs => %(s)s)
+                ORDER BY enqueued_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+            ), lapsed AS (
+                SELECT id FROM jobs
+                WHERE status = 'running' AND lease_until < now() AND enqueued_at < now() - make_interval(secs => %(s)s)
+                ORDER BY enqueued_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED
             )
+            UPDATE jobs SET enqueued_at = now()
+            WHERE id IN (SELECT id FROM queued UNION ALL SELECT id FROM lapsed)
             RETURNING id, queue, status
             """,
-            (older_than_seconds, limit),
+            {"s": older_than_seconds, "limit": limit},
         )
         return [(row[0], row[1], row[2]) for row in await cur.fetchall()]

@@ -197,6 +197,28 @@ def test_too_many_lines_and_an_empty_file_fail_validation(stack: Stack) -> None:
     assert not three.errors and len(three.jobs) == 3 and three.cost > 0
     long = json.dumps(chat_line("big", "x" * 2000)).encode()
     assert [e.code for e in validate(long).errors] == ["prompt_too_large"]
+    # NUL cannot be stored by PostgreSQL: refused as a bad line, not a failed COPY; an escaped
+    # backslash followed by "u0000" is ordinary text.
+    nul = json.dumps(chat_line("n", "a\x00b")).encode()
+    assert [(e.code, e.line) for e in validate(nul).errors] == [("invalid_request", 1)]
+    assert not validate(json.dumps(chat_line("t", "a\\u0000b")).encode()).errors
+    # A byte order mark, CRLF endings and a line split across chunks are fine.
+    crlf = ("\ufeff" + json.dumps(chat_line("a", "hi")) + "\r\n" + json.dumps(chat_line("b", "yo")) + "\r\n").encode()
+    check = Validation(endpoint=ENDPOINTS["/v1/chat/completions"], catalog=catalog, batch_id="batch_x",
+                       owner_id=uuid.uuid4(), max_lines=3, max_chars=1000, max_attempts=2)
+    for i in range(0, len(crlf), 7):
+        check.feed(crlf[i:i + 7])
+    check.finish()
+    assert not check.errors and len(check.jobs) == 2
+    # A line longer than the limit is refused without being held whole.
+    check = Validation(endpoint=ENDPOINTS["/v1/chat/completions"], catalog=catalog, batch_id="batch_x",
+                       owner_id=uuid.uuid4(), max_lines=3, max_chars=10**9, max_attempts=2, max_line_bytes=1000)
+    huge = json.dumps(chat_line("h", "x" * 5000)).encode()
+    for i in range(0, len(huge), 100):
+        check.feed(huge[i:i + 100])
+    check.feed(b"\n" + four.splitlines(keepends=True)[0])
+    check.finish()
+    assert [(e.code, e.line) for e in check.errors] == [("line_too_long", 1)] and check.lines == 2
 
 
 async def test_an_unaffordable_batch_is_402_with_nothing_reserved(stack: Stack, tmp_path: Path) -> None:
@@ -363,3 +385,46 @@ async def test_batches_are_private_idempotent_and_checked(stack: Stack, user: Us
                                     completion_window="24h", extra_body={"callback_url": "http://127.0.0.1:9/"})
     assert refused.value.code == "webhook_target_refused"
     await wait_batch(client, first.id)
+
+
+async def test_a_free_batch_needs_no_credits_and_lines_outlive_the_job_expiry(
+        stack: Stack, tmp_path: Path) -> None:
+    broke = await make_user(stack.env["DATABASE_URL"], credits=0)
+    client = sdk(stack, broke)
+    lines = [{"custom_id": f"f{i}", "method": "POST", "url": "/v1/chat/completions",
+              "body": {"model": "t-fallback", "messages": [{"role": "user", "content": "free"}], "max_tokens": 3}}
+             for i in range(3)]
+    done = await wait_batch(client, (await submit(client, jsonl(tmp_path, lines))).id)
+    assert done.status == "completed" and done.request_counts.completed == 3, done
+    # The job-expiry sweep leaves batch lines to their batch's completion window (which may exceed it).
+    from jobs import store
+    from jobs.db import open_pool
+
+    pool = await open_pool(stack.env["DATABASE_URL"], min_size=1, max_size=1)
+    try:
+        async with pool.connection() as conn:
+            await conn.execute("UPDATE jobs SET status = 'queued', created_at = now() - interval '30 days' "
+                               "WHERE batch_id = %s", (done.id,))
+        stale = await store.stale_jobs(pool, 86_400)
+        async with pool.connection() as conn:
+            await conn.execute("UPDATE jobs SET status = 'succeeded' WHERE batch_id = %s", (done.id,))
+    finally:
+        await pool.close()
+    assert stale == []
+
+
+async def test_lines_stranded_in_redis_are_sent_again_when_the_batch_stalls(
+        stack: Stack, user: User, tmp_path: Path, redis_client: redis.Redis) -> None:
+    client = sdk(stack, user)
+    stack.bulk_worker.stop()
+    try:
+        batch = await submit(client, jsonl(tmp_path, [chat_line(f"t{i}", f"stranded {i}") for i in range(10)]))
+        # The messages' bodies stay but no list holds their ids: what a consumer that dropped its
+        # prefetch on a Redis disconnect leaves behind (nothing would ever fetch them).
+        redis_client.delete("switchyard:chat.bulk")
+    finally:
+        stack.bulk_worker = start_worker(stack.env, stack.log_dir, name="bulk-worker", queues=["chat.bulk"])
+    done = await wait_batch(client, batch.id, timeout=60)
+    assert done.status == "completed" and done.request_counts.completed == 10, done
+    assert "batch stalled with its lane empty" in stack.maintenance.log()
+    await assert_settled_once(stack, user, batch.id, 10)

@@ -47,7 +47,12 @@ async def resend_lost(pool: AsyncConnectionPool, broker: WakeupRedisBroker, sett
     due = await store.due_for_resend(pool, settings.reconcile_after_seconds)
     queued = [(str(job_id), queue) for job_id, queue, status in due if status == "queued"]
     lost = [(str(job_id), queue) for job_id, queue, status in due if status != "queued"]
-    lost += await anyio.to_thread.run_sync(broker.unsent, queued)
+    # A queue with nothing waiting cannot hold a message that is merely waiting its turn: its queued
+    # jobs' messages are lost, or stranded in a consumer that dropped its prefetch (a Redis blip).
+    empty = {queue for queue in {q for _, q in queued}
+             if not await anyio.to_thread.run_sync(broker.client.llen, f"{broker.namespace}:{queue}")}
+    lost += [job for job in queued if job[1] in empty]
+    lost += await anyio.to_thread.run_sync(broker.unsent, [job for job in queued if job[1] not in empty])
     if lost:
         await anyio.to_thread.run_sync(broker.send_jobs, lost)
     for job_id, queue in lost:

@@ -69,10 +69,12 @@ from jobs.kinds import CallbackUrl, ChatCompletionJob, EmbeddingJob, Metadata, W
 from jobs.openai_format import (
     ChatCompletionRequest,
     EmbeddingRequest,
+    OpenAIList,
     chat_job,
     completion_body,
     embedding_body,
     embedding_job,
+    openai_page,
 )
 from jobs.states import EventType, Queue
 
@@ -195,14 +197,8 @@ class BatchObject(msgspec.Struct, frozen=True, kw_only=True):
     object: str = "batch"
 
 
-class BatchList(msgspec.Struct, frozen=True, kw_only=True):
+class BatchList(OpenAIList[BatchObject], frozen=True, kw_only=True):
     """A page of batches, newest first; pass `last_id` as `after` for the next page."""
-
-    data: list[BatchObject]
-    first_id: str | None
-    last_id: str | None
-    has_more: bool
-    object: str = "list"
 
 
 def _unix(at: datetime | None) -> int | None:
@@ -494,9 +490,7 @@ async def list_batches(pool: AsyncConnectionPool, owner_id: UUID, after: str | N
             (owner_id, after, after, limit + 1),
         )
         rows = await cur.fetchall()
-    data = [await present(pool, row) for row in rows[:limit]]
-    return BatchList(data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None,
-                     has_more=len(rows) > limit)
+    return openai_page(BatchList, [await present(pool, row) for row in rows[:limit]], len(rows) > limit)
 
 
 # --- Create and fan out -----------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from psycopg_pool import AsyncConnectionPool
 from jobs.clients import Clients
 from jobs.errors import FileNotFound, FileQuotaExceeded, FileTooLarge, InvalidUpload
 from jobs.ids import uuid7
+from jobs.openai_format import OpenAIList, openai_page
 
 #: Purposes a client may upload with.
 UPLOAD_PURPOSES = ("batch", "assistants", "user_data")
@@ -71,21 +72,13 @@ class FileView(msgspec.Struct, frozen=True, kw_only=True):
                    purpose=row.purpose, status=row.status, status_details=row.status_details, sha256=row.sha256)
 
 
-class FileList(msgspec.Struct, frozen=True, kw_only=True):
+class FileList(OpenAIList[FileView], frozen=True, kw_only=True):
     """A page of files in OpenAI's list shape; pass `last_id` as `after` for the next page."""
-
-    data: list[FileView]
-    first_id: str | None
-    last_id: str | None
-    has_more: bool
-    object: str = "list"
 
     @classmethod
     def of(cls, rows: list[FileRow], limit: int) -> FileList:
         """The page of `limit` files out of `limit + 1` fetched rows."""
-        views = [FileView.of(r) for r in rows[:limit]]
-        return cls(data=views, first_id=views[0].id if views else None, last_id=views[-1].id if views else None,
-                   has_more=len(rows) > limit)
+        return openai_page(cls, [FileView.of(r) for r in rows[:limit]], len(rows) > limit)
 
 
 class DeletedFile(msgspec.Struct, frozen=True, kw_only=True):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import struct
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import msgspec
 
@@ -59,6 +59,28 @@ class ChatCompletionRequest(msgspec.Struct, frozen=True, kw_only=True):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
+
+
+T = TypeVar("T")
+
+
+class OpenAIList(msgspec.Struct, Generic[T], frozen=True, kw_only=True):
+    """OpenAI's list shape (files, batches); pass `last_id` as `after` for the next page."""
+
+    data: list[T]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+    object: str = "list"
+
+
+L = TypeVar("L", bound=OpenAIList[Any])
+
+
+def openai_page(into: type[L], items: list[Any], has_more: bool) -> L:
+    """A page of `items` (each with an `id`) as the list type `into`."""
+    return into(data=items, first_id=items[0].id if items else None, last_id=items[-1].id if items else None,
+                has_more=has_more)
 
 
 def chat_job(req: ChatCompletionRequest, *, bulk: bool = False) -> ChatCompletionJob:

@@ -80,7 +80,7 @@ async def _enqueue(services: Services, principal: Principal, job: ClientJob, res
     await admit(services, principal, job_id)
     try:
         outcome = await submit(
-            services, services.broker, job, owner_id=principal.user_id, idempotency_key=idempotency_key,
+            services, job, owner_id=principal.user_id, idempotency_key=idempotency_key,
             fingerprint=fingerprint, reserve=reserve, job_id=job_id,
         )
     except BaseException:

@@ -61,7 +61,6 @@ from jobs.errors import (
     InsufficientCredits,
     InvalidBatch,
     UnknownModel,
-    error_body,
 )
 from jobs.events import CANCEL_CHANNEL
 from jobs.ids import uuid7
@@ -80,6 +79,8 @@ from jobs.states import EventType, Queue
 
 #: The endpoints a batch may target.
 Endpoint = Literal["/v1/chat/completions", "/v1/embeddings"]
+#: The queue batch lines run on (`chat_job(..., bulk=True)` puts them there).
+BULK_LANE = Queue.CHAT_BULK
 #: Statuses a batch never leaves.
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 LIVE = ("validating", "in_progress", "finalizing", "cancelling")
@@ -456,19 +457,19 @@ async def counts(pool: AsyncConnectionPool, row: BatchRow) -> RequestCounts:
     return RequestCounts(total=row.total, completed=done, failed=failed)
 
 
-async def _line_counts(pool: AsyncConnectionPool | AsyncConnection[Any], batch_id: str) -> tuple[int, int, int]:
+async def _line_counts(pool: AsyncConnectionPool, batch_id: str) -> tuple[int, int, int]:
     """(succeeded, failed or cancelled, queued or running) lines of a batch."""
-    sql = """
-        SELECT count(*) FILTER (WHERE status = 'succeeded'),
-               count(*) FILTER (WHERE status IN ('failed', 'cancelled')),
-               count(*) FILTER (WHERE status IN ('queued', 'running'))
-        FROM jobs WHERE batch_id = %s
-        """
-    if isinstance(pool, AsyncConnection):
-        row = await (await pool.execute(sql, (batch_id,))).fetchone()
-    else:
-        async with pool.connection() as conn:
-            row = await (await conn.execute(sql, (batch_id,))).fetchone()
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            """
+            SELECT count(*) FILTER (WHERE status = 'succeeded'),
+                   count(*) FILTER (WHERE status IN ('failed', 'cancelled')),
+                   count(*) FILTER (WHERE status IN ('queued', 'running'))
+            FROM jobs WHERE batch_id = %s
+            """,
+            (batch_id,),
+        )
+        row = await cur.fetchone()
     assert row is not None
     return int(row[0]), int(row[1]), int(row[2])
 
@@ -727,9 +728,11 @@ class Tracker:
             await cur.execute(f"SELECT {_COLUMNS} FROM batches WHERE status = ANY(%s) ORDER BY id", (list(LIVE),))
             live = await cur.fetchall()
         ended = 0
+        now = await _now(pool) if live else None
         for batch in live:
+            assert now is not None
             try:
-                ended += await self._step(batch)
+                ended += await self._step(batch, now)
             except InsufficientCredits:
                 ended += 1  # a resumed fan-out the balance no longer covers: recorded `failed`
             except Exception:
@@ -740,8 +743,7 @@ class Tracker:
             self.moved.pop(gone, None)
         return ended
 
-    async def _step(self, batch: BatchRow) -> int:
-        now = await _now(self.clients.pool)
+    async def _step(self, batch: BatchRow, now: datetime) -> int:
         leased = batch.lease_until is not None and batch.lease_until > now
         if batch.status == "validating":
             if leased:
@@ -975,7 +977,3 @@ async def _insert_callback(clients: Clients, conn: AsyncConnection[Any], batch: 
     return await insert_job_of(conn, hook, owner_id=batch.owner_id, job_id=uuid7(),
                                idempotency_key=f"callback:{batch.id}", max_attempts=clients.settings.max_attempts)
 
-
-#: The queue batch lines run on.
-BULK_LANE = Queue.CHAT_BULK
-__all__ = ["ENDPOINTS", "BatchObject", "CreateBatch", "Tracker", "cancel", "create", "error_body", "finalize"]

@@ -74,16 +74,6 @@ class WakeupRedisBroker(RedisBroker):
             sent += len(part)
         return sent
 
-    def unsent(self, jobs: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        """The (job id, queue) pairs whose message is not in Redis (lost, or sent before ids were job ids)."""
-        if not jobs:
-            return []
-        with self.client.pipeline(transaction=False) as pipe:
-            for job_id, queue in jobs:
-                pipe.hexists(f"{self.namespace}:{queue}.msgs", job_id)
-            present = pipe.execute()
-        return [job for job, found in zip(jobs, present, strict=True) if not found]
-
     def enqueue(self, message: dramatiq.Message, *, delay: int | None = None) -> dramatiq.Message:
         """Enqueue as Dramatiq does, then wake the queue's idle consumers."""
         message = super().enqueue(message, delay=delay)
@@ -196,8 +186,7 @@ async def send_jobs(redis: AsyncRedis, jobs: Iterable[Outgoing], *, wakeup: bool
     its id in `<queue>.msgs`, the id appended to the queue's list), but one
     HSET and one RPUSH per queue carry a whole chunk, and consumers are woken
     once per queue and chunk. The Redis message id is the job id, so the
-    reconciler can tell a lost message from one still waiting
-    (`WakeupRedisBroker.unsent`).
+    reconciler can tell a lost message from one still waiting (`unsent`).
     """
     sent = 0
     for part in _chunks(jobs, chunk):

@@ -52,13 +52,14 @@ async def insert_job_of(conn: AsyncConnection[Any], job: Job, *, owner_id: UUID,
 
 
 async def send_after_commit(clients: Clients, row: store.JobRow | None) -> None:
-    """Announce and send a job inserted by `insert_job_of` (after the commit; the reconciler covers a crash)."""
+    """Publish a committed job's `queued` event, then send it; a failure is the reconciler's to repair."""
     if row is None:
         return
     try:
         await clients.events.publish(row.id, row.owner_id, EventType.QUEUED, {"queue": row.queue})
         await send_jobs(clients.redis, [(str(row.id), row.queue)], wakeup=clients.settings.dispatch_wakeup)
     except Exception:
+        # The row is committed: the reconciler will send it. The 202 stands.
         logger.opt(exception=True).bind(job_id=str(row.id)).warning("send failed; the reconciler will resend")
 
 
@@ -77,7 +78,6 @@ class Submitted:
 
 async def submit(
     clients: Clients,
-    broker: WakeupRedisBroker,
     job: Job,
     *,
     owner_id: UUID,
@@ -103,11 +103,6 @@ async def submit(
     if not created:
         return Submitted(row, created=False)
     metrics.JOBS_SUBMITTED.labels(kind=row.kind, queue=queue).inc()
-    try:
-        # `queued` is published before the send so it is always seq 1, ahead of `started`.
-        await clients.events.publish(row.id, owner_id, EventType.QUEUED, {"queue": queue})
-        await send_jobs(clients.redis, [(str(row.id), queue)], wakeup=clients.settings.dispatch_wakeup)
-    except Exception:
-        # The row is committed: the reconciler will send it. The 202 stands.
-        logger.opt(exception=True).bind(job_id=str(row.id)).warning("send failed; the reconciler will resend")
+    # `queued` is published before the send so it is always seq 1, ahead of `started`.
+    await send_after_commit(clients, row)
     return Submitted(row, created=True)

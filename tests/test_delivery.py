@@ -128,16 +128,24 @@ async def test_infrastructure_errors_are_retried_then_dead_lettered_and_the_job_
     assert kinds["release"] == kinds["reserve"] and kinds["settle"] == 0  # credits given back
 
 
-def test_the_reconciler_tells_a_waiting_message_from_a_lost_one(stack: Stack, redis_client: redis.Redis) -> None:
+async def test_the_reconciler_tells_a_waiting_message_from_a_lost_one(stack: Stack,
+                                                                     redis_client: redis.Redis) -> None:
     # Messages are stored under their job's id, so a long queue (a draining batch) is not re-sent.
+    from redis.asyncio import Redis
+
+    from jobs.broker import unsent
+
     broker = make_broker(stack.settings, middleware=[])
+    client = Redis.from_url(stack.env["REDIS_URL"])
     waiting, lost = str(uuid.uuid4()), str(uuid.uuid4())
     try:
         assert broker.send_jobs([(waiting, "test-unconsumed")]) == 1
-        assert broker.unsent([(waiting, "test-unconsumed"), (lost, "test-unconsumed")]) == [(lost, "test-unconsumed")]
+        found = await unsent(client, [(waiting, "test-unconsumed"), (lost, "test-unconsumed")])
+        assert found == [(lost, "test-unconsumed")]
         assert redis_client.lrange("switchyard:test-unconsumed", 0, -1) == [waiting.encode()]
     finally:
         redis_client.delete("switchyard:test-unconsumed", "switchyard:test-unconsumed.msgs")
+        await client.aclose()
         broker.close()
 
 

@@ -27,7 +27,6 @@ import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from jobs.broker import make_broker
 from jobs.clients import Clients
 from jobs.enqueue import submit
 from jobs.errors import WebhookDeliveryFailed, WebhookTargetRefused
@@ -255,19 +254,17 @@ def receive() -> Iterator[Any]:
 async def deliver_webhook(stack: Stack, user: User) -> AsyncIterator[Any]:
     """Submit a `webhook.deliver` job for `user` as the platform does: `await deliver_webhook(url)` -> job id."""
     clients = await Clients.connect(stack.settings, pool_size=(1, 2))
-    broker = make_broker(stack.settings, middleware=[])
 
     async def deliver(url: str, **fields: Any) -> str:
         job = WebhookJob(input=WebhookInput(
             url=url, webhook_id=fields.pop("webhook_id", f"msg_{uuid.uuid4().hex}"),
             type=fields.pop("type", "job.succeeded"), subject=fields.pop("subject", "job_1"),
             data=fields.pop("data", {"id": "job_1", "object": "job", "status": "succeeded"})))
-        return str((await submit(clients, broker, job, owner_id=user.id)).job.id)
+        return str((await submit(clients, job, owner_id=user.id)).job.id)
 
     try:
         yield deliver
     finally:
-        broker.close()
         await clients.close()
 
 

@@ -22,10 +22,9 @@ from uuid import UUID
 
 import anyio.to_thread
 from loguru import logger
-from psycopg_pool import AsyncConnectionPool
 
 from jobs import batches, lifecycle, metrics, store, sweeps
-from jobs.broker import WakeupRedisBroker, make_broker
+from jobs.broker import NAMESPACE, WakeupRedisBroker, make_broker, send_jobs, unsent
 from jobs.catalog import load_catalog
 from jobs.clients import Clients
 from jobs.logging import setup_logging
@@ -36,7 +35,7 @@ from jobs.states import Queue
 ORPHAN_SWEEP_SECONDS = 60.0
 
 
-async def resend_lost(pool: AsyncConnectionPool, broker: WakeupRedisBroker, settings: Settings) -> int:
+async def resend_lost(clients: Clients) -> int:
     """One reconciler pass; returns how many jobs were sent again.
 
     A job queued for long is usually just waiting its turn (a batch draining on
@@ -44,17 +43,15 @@ async def resend_lost(pool: AsyncConnectionPool, broker: WakeupRedisBroker, sett
     and only queued jobs whose message is gone are sent again. A running job
     whose lease expired is sent again in any case (its worker hung or died).
     """
-    due = await store.due_for_resend(pool, settings.reconcile_after_seconds)
+    due = await store.due_for_resend(clients.pool, clients.settings.reconcile_after_seconds)
     queued = [(str(job_id), queue) for job_id, queue, status in due if status == "queued"]
     lost = [(str(job_id), queue) for job_id, queue, status in due if status != "queued"]
     # A queue with nothing waiting cannot hold a message that is merely waiting its turn: its queued
     # jobs' messages are lost, or stranded in a consumer that dropped its prefetch (a Redis blip).
-    empty = {queue for queue in {q for _, q in queued}
-             if not await anyio.to_thread.run_sync(broker.client.llen, f"{broker.namespace}:{queue}")}
+    empty = {queue for queue in {q for _, q in queued} if not await clients.redis.llen(f"{NAMESPACE}:{queue}")}
     lost += [job for job in queued if job[1] in empty]
-    lost += await anyio.to_thread.run_sync(broker.unsent, [job for job in queued if job[1] not in empty])
-    if lost:
-        await anyio.to_thread.run_sync(broker.send_jobs, lost)
+    lost += await unsent(clients.redis, [job for job in queued if job[1] not in empty])
+    await send_jobs(clients.redis, lost, wakeup=clients.settings.dispatch_wakeup)
     for job_id, queue in lost:
         logger.bind(job_id=job_id).warning("re-sent a job whose message was lost (queue {})", queue)
     return len(lost)
@@ -117,7 +114,7 @@ async def run_forever(settings: Settings, broker: WakeupRedisBroker) -> None:
             # Each step is isolated: one failing (say, Redis down) must not stop the others.
             for name, step in (("broker upkeep", lambda: anyio.to_thread.run_sync(broker_upkeep, broker)),
                                ("reservation sweep", reservations.sweep),
-                               ("reconciler", lambda: resend_lost(clients.pool, broker, settings)),
+                               ("reconciler", lambda: resend_lost(clients)),
                                ("batches", tracker.tick)):
                 try:
                     await step()

@@ -88,7 +88,7 @@ class AdminController(Controller):
                 raise UserNotFound(f"no user {data.user_id}")
         grant = GrantInput(user_id=data.user_id, credits=data.credits, reason=data.reason,
                            reference=f"grant:{uuid7()}", granted_by=admin.user_id)
-        outcome = await submit(services, services.broker, GrantJob(input=grant), owner_id=admin.user_id,
+        outcome = await submit(services, GrantJob(input=grant), owner_id=admin.user_id,
                                idempotency_key=idempotency_key, fingerprint=bound_to)
         response = accepted_job(outcome, bound_to, Kind.BILLING_GRANT)
         if outcome.created:

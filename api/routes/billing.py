@@ -113,12 +113,12 @@ async def receive_webhook(provider: str, request: Request[Any, Any, Any], servic
     assert event.user_id is not None
     topup = TopUpJob(input=TopUpInput(user_id=event.user_id, payment_id=event.payment_id, credits=credits,
                                       provider=event.provider, amount=event.amount, currency=event.currency))
-    outcome = await submit(services, services.broker, topup, owner_id=event.user_id,
+    outcome = await submit(services, topup, owner_id=event.user_id,
                            idempotency_key=event.payment_id)
     if outcome.job.kind != Kind.BILLING_TOPUP:
         # The user spent this payment id as an Idempotency-Key of their own: submit without one;
         # the ledger reference still credits the payment once.
-        outcome = await submit(services, services.broker, topup, owner_id=event.user_id)
+        outcome = await submit(services, topup, owner_id=event.user_id)
     logger.bind(job_id=str(outcome.job.id)).info("{} payment {} accepted ({} credits){}", provider,
                                                  event.payment_id, credits, "" if outcome.created else ", again")
     return WebhookAck(received=True, job_id=str(outcome.job.id))

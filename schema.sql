@@ -241,3 +241,62 @@ CREATE TABLE IF NOT EXISTS webhook_secrets (
     secret     text NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- ---------------------------------------------------------------------------
+-- File processing and search (`file.process` jobs, vector stores, /v1/search).
+
+-- A file for search (`assistants`, `user_data`) is `processing` until its `file.process` job ends:
+-- `processed`, or `error` with the reason in `status_details`. `process_job_id` is the job whose
+-- outcome the status shows (a reprocessing replaces it; an older job's ending changes nothing).
+ALTER TABLE files ADD COLUMN IF NOT EXISTS process_job_id uuid;
+-- What processing found: {"type", "pages", "chunks", "tokens", "characters", "model", "dimensions"}.
+ALTER TABLE files ADD COLUMN IF NOT EXISTS processed jsonb;
+
+-- The searchable chunks of processed files. A file's chunks are written in one transaction (the
+-- one that ends its job), replacing the previous set: a search sees all of a document or none.
+CREATE TABLE IF NOT EXISTS file_chunks (
+    file_id    text NOT NULL REFERENCES files (id) ON DELETE CASCADE,
+    seq        integer NOT NULL,
+    -- The file's owner, copied so every search filters by owner on the chunks themselves.
+    owner_id   uuid NOT NULL,
+    -- Where the chunk lies in the extracted text: PDF pages (1-based) and character offsets.
+    page       integer,
+    page_end   integer,
+    char_start integer NOT NULL,
+    char_end   integer NOT NULL,
+    tokens     integer NOT NULL,
+    content    text NOT NULL,
+    tsv        tsvector GENERATED ALWAYS AS (to_tsvector('english', content)) STORED,
+    -- Vectors of any size: each size in use gets its own partial HNSW index over
+    -- `embedding::vector(N)` (`jobs/knowledge.ensure_index`), which searches then use.
+    dims       integer NOT NULL,
+    embedding  vector NOT NULL,
+    PRIMARY KEY (file_id, seq)
+);
+CREATE INDEX IF NOT EXISTS file_chunks_owner ON file_chunks (owner_id, file_id);
+CREATE INDEX IF NOT EXISTS file_chunks_tsv ON file_chunks USING gin (tsv);
+
+-- Vector stores (OpenAI's API): named sets of the owner's files, searched together.
+CREATE TABLE IF NOT EXISTS vector_stores (
+    -- `vs_<uuid7 hex>`.
+    id             text PRIMARY KEY,
+    owner_id       uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    name           text,
+    metadata       jsonb,
+    -- {"anchor": "last_active_at", "days": N}: the store expires N days after its last use.
+    expires_after  jsonb,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    last_active_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS vector_stores_owner ON vector_stores (owner_id, id DESC);
+
+CREATE TABLE IF NOT EXISTS vector_store_files (
+    vector_store_id text NOT NULL REFERENCES vector_stores (id) ON DELETE CASCADE,
+    file_id         text NOT NULL REFERENCES files (id) ON DELETE CASCADE,
+    owner_id        uuid NOT NULL,
+    -- Up to 16 key/value pairs that search `filters` match on.
+    attributes      jsonb NOT NULL DEFAULT '{}',
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (vector_store_id, file_id)
+);
+CREATE INDEX IF NOT EXISTS vector_store_files_file ON vector_store_files (file_id);

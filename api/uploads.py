@@ -24,7 +24,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from api.state import Services
-from jobs import files
+from jobs import files, knowledge
 from jobs.errors import FileTooLarge, InvalidUpload
 from jobs.files import FileRow, StagedFile
 
@@ -153,8 +153,17 @@ async def receive_file(services: Services, request: Request[Any, Any, Any], owne
                 staged = await files.stage_file(services, owner_id, _filename(part), part.chunks())
         if staged is None:
             raise InvalidUpload("no `file` part: send the file as the multipart field `file`", param="file")
+        purpose = files.check_purpose(purpose)
+        processing = None
+        if purpose in knowledge.SEARCH_PURPOSES:
+            # Files for search start processing in the transaction that writes their row.
+            route = services.catalog.resolve(services.settings.knowledge_embedding_model, "embedding")
+            processing = knowledge.Processing(services, route)
         committing, staged = staged, None  # commit_file discards the bytes itself if it refuses
-        return await files.commit_file(services, committing, files.check_purpose(purpose))
+        row = await files.commit_file(services, committing, purpose, then=processing)
+        if processing is not None:
+            await processing.send()
+        return row
     except BaseException:
         if staged is not None:
             await files.discard_file(services, staged)

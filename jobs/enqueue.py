@@ -40,6 +40,23 @@ async def _insert(conn: AsyncConnection[Any], job: Job, *, owner_id: UUID, job_i
     )
 
 
+async def insert_reserved(conn: AsyncConnection[Any], job: Job, *, owner_id: UUID, job_id: UUID,
+                          max_attempts: int, reserve: int, idempotency_key: str | None = None,
+                          fingerprint: bytes | None = None) -> tuple[store.JobRow, bool]:
+    """Insert a job and reserve its credits, in the caller's transaction; (the row, whether it is new).
+
+    Send it with `send_after_commit` once the transaction committed.
+
+    Raises:
+        InsufficientCredits: the balance cannot cover `reserve` (roll the transaction back).
+    """
+    row, created = await _insert(conn, job, owner_id=owner_id, job_id=job_id, idempotency_key=idempotency_key,
+                                 fingerprint=fingerprint, max_attempts=max_attempts, reserve=reserve)
+    if created and reserve > 0:
+        await credits.reserve(conn, owner_id, row.id, reserve, credits.ledger_model(row))
+    return row, created
+
+
 async def insert_job_of(conn: AsyncConnection[Any], job: Job, *, owner_id: UUID, job_id: UUID,
                         idempotency_key: str, max_attempts: int) -> store.JobRow | None:
     """Insert a platform job (a callback, a batch's webhook) in the caller's transaction; None if it exists.
@@ -95,11 +112,9 @@ async def submit(
     """
     queue = str(job.queue)
     async with clients.pool.connection() as conn, conn.transaction():
-        row, created = await _insert(conn, job, owner_id=owner_id, job_id=job_id or uuid7(),
-                                     idempotency_key=idempotency_key, fingerprint=fingerprint,
-                                     max_attempts=clients.settings.max_attempts, reserve=reserve)
-        if created and reserve > 0:
-            await credits.reserve(conn, owner_id, row.id, reserve, credits.ledger_model(row))
+        row, created = await insert_reserved(conn, job, owner_id=owner_id, job_id=job_id or uuid7(),
+                                             idempotency_key=idempotency_key, fingerprint=fingerprint,
+                                             max_attempts=clients.settings.max_attempts, reserve=reserve)
     if not created:
         return Submitted(row, created=False)
     metrics.JOBS_SUBMITTED.labels(kind=row.kind, queue=queue).inc()

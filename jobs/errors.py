@@ -14,7 +14,8 @@
     │   ├── QueueNotFound             no such queue (admin routes)
     │   ├── UnknownPaymentProvider    no webhook for this payment provider
     │   ├── FileNotFound              no such file (or its stored bytes are gone)
-    │   └── BatchNotFound             no such batch
+    │   ├── BatchNotFound             no such batch
+    │   └── VectorStoreNotFound       no such vector store (or the file is not in it)
     ├── Conflict                      409: the request conflicts with the current state
     │   ├── EmailTaken                a user with this email exists
     │   ├── IdempotencyConflict       an Idempotency-Key reused with another body
@@ -30,7 +31,17 @@
     │   ├── FileTooLarge              413: the file is larger than `SWITCHYARD_MAX_FILE_BYTES`
     │   ├── FileQuotaExceeded         413: the user's files would exceed `SWITCHYARD_FILE_QUOTA_BYTES`
     │   ├── WebhookTargetRefused      a callback URL that is not http(s) or resolves to a forbidden address
-    │   └── InvalidBatch              400: a batch that cannot be created (input file purpose, window)
+    │   ├── InvalidBatch              400: a batch that cannot be created (input file purpose, window)
+    │   ├── FileNotSearchable         400: a file that is not for search (purpose `batch`), or not processed yet
+    │   ├── VectorStoreFull           413: the store holds `SWITCHYARD_MAX_VECTOR_STORE_FILES` files
+    │   ├── QueryTooLong              413: a search query longer than `SWITCHYARD_MAX_QUERY_CHARS`
+    │   └── FileUnprocessable         a file that cannot be made searchable (a `file.process` job's error)
+    │       ├── UnsupportedFileType   415: the content is none of txt, md, html, pdf, docx (whatever its name says)
+    │       ├── FileCorrupt           the file is damaged or not what its type claims
+    │       ├── FileEncrypted         the PDF or document is password-protected
+    │       ├── FileHasNoText         nothing to index: no text layer (a scanned PDF), or an empty document
+    │       ├── TooManyPages          413: more pages than `SWITCHYARD_MAX_FILE_PAGES`
+    │       └── TooManyChunks         413: more chunks than `SWITCHYARD_MAX_FILE_CHUNKS`
     ├── InsufficientCredits           402: the balance cannot cover the job's worst-case cost
     ├── TooManyRequests               429 rate_limited: the caller's request budget is spent
     │   ├── TooManyConcurrentJobs     the caller has too many unfinished jobs
@@ -187,6 +198,12 @@ class BatchNotFound(NotFound):
     code = "batch_not_found"
 
 
+class VectorStoreNotFound(NotFound):
+    """No vector store with this id for this caller (or the file is not in the store)."""
+
+    code = "vector_store_not_found"
+
+
 class Conflict(SwitchyardError):
     """The request conflicts with the current state."""
 
@@ -295,6 +312,72 @@ class InvalidBatch(InvalidRequest):
 
     code = "invalid_batch"
     status = 400
+
+
+class FileNotSearchable(InvalidRequest):
+    """The file cannot be searched: its purpose is not `assistants` or `user_data`, or it failed processing."""
+
+    code = "file_not_searchable"
+    status = 400
+
+
+class VectorStoreFull(InvalidRequest):
+    """The vector store already holds the most files one store may."""
+
+    code = "vector_store_full"
+    status = 413
+
+
+class QueryTooLong(InvalidRequest):
+    """The search query is longer than the limit."""
+
+    code = "query_too_long"
+    status = 413
+
+
+class FileUnprocessable(InvalidRequest):
+    """The file's text cannot be extracted (the error of its `file.process` job, and its `status_details`)."""
+
+    code = "file_unprocessable"
+
+
+class UnsupportedFileType(FileUnprocessable):
+    """The file's content is not txt, markdown, html, pdf or docx (its type is read from its bytes, not its name)."""
+
+    code = "unsupported_file_type"
+    status = 415
+
+
+class FileCorrupt(FileUnprocessable):
+    """The file is damaged, truncated, or its bytes are not a valid document of the type they claim."""
+
+    code = "file_corrupt"
+
+
+class FileEncrypted(FileUnprocessable):
+    """The document is encrypted or password-protected."""
+
+    code = "file_encrypted"
+
+
+class FileHasNoText(FileUnprocessable):
+    """The document holds no extractable text (a scanned PDF without a text layer, or an empty file)."""
+
+    code = "file_has_no_text"
+
+
+class TooManyPages(FileUnprocessable):
+    """The document has more pages than one file may."""
+
+    code = "file_too_many_pages"
+    status = 413
+
+
+class TooManyChunks(FileUnprocessable):
+    """The document's text makes more chunks than one file may."""
+
+    code = "file_too_many_chunks"
+    status = 413
 
 
 class InsufficientCredits(SwitchyardError):

@@ -13,14 +13,15 @@ multipart form may send `purpose` after the file.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 from uuid import UUID
 
 import anyio
 import msgspec
 from loguru import logger
+from psycopg import AsyncConnection
 from psycopg.rows import kwargs_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -50,6 +51,10 @@ class FileRow(msgspec.Struct, kw_only=True):
     status: str
     status_details: str | None
     created_at: datetime
+    #: The `file.process` job whose outcome `status` shows (files for search only).
+    process_job_id: UUID | None = None
+    #: What processing found (`jobs.knowledge.ProcessedSummary`), once processed.
+    processed: dict[str, Any] | None = None
 
 
 class FileView(msgspec.Struct, frozen=True, kw_only=True):
@@ -64,12 +69,16 @@ class FileView(msgspec.Struct, frozen=True, kw_only=True):
     status_details: str | None
     sha256: str
     object: str = "file"
+    #: Files for search: the `file.process` job (follow it on `/v1/jobs/{id}/events`) and what it found.
+    process_job_id: str | None = None
+    processed: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, row: FileRow) -> FileView:
         """The view of a file row."""
         return cls(id=row.id, bytes=row.bytes, created_at=int(row.created_at.timestamp()), filename=row.filename,
-                   purpose=row.purpose, status=row.status, status_details=row.status_details, sha256=row.sha256)
+                   purpose=row.purpose, status=row.status, status_details=row.status_details, sha256=row.sha256,
+                   process_job_id=str(row.process_job_id) if row.process_job_id else None, processed=row.processed)
 
 
 class FileList(OpenAIList[FileView], frozen=True, kw_only=True):
@@ -159,8 +168,15 @@ async def stage_file(clients: Clients, owner_id: UUID, filename: str, chunks: As
                       sha256=digest.hexdigest())
 
 
-async def commit_file(clients: Clients, staged: StagedFile, purpose: str, *, limited: bool = True) -> FileRow:
+#: More work on a new file's row in the transaction that writes it (e.g. `jobs.knowledge.Processing`).
+Then = Callable[[AsyncConnection[Any], FileRow], Awaitable[FileRow]]
+
+
+async def commit_file(clients: Clients, staged: StagedFile, purpose: str, *, limited: bool = True,
+                      then: Then | None = None) -> FileRow:
     """Write the row of a staged file, if the owner's quota still has room; else delete its bytes.
+
+    `then` runs in the same transaction; if it raises, nothing is written and the bytes are deleted.
 
     Raises:
         FileQuotaExceeded: the owner's files plus this one exceed `file_quota_bytes`.
@@ -182,8 +198,10 @@ async def commit_file(clients: Clients, staged: StagedFile, purpose: str, *, lim
                  "bytes": staged.bytes, "sha256": staged.sha256, "key": staged.storage_key, "quota": quota},
             )
             row = await cur.fetchone()
-        if row is None:
-            raise _quota_error(quota)
+            if row is None:
+                raise _quota_error(quota)
+            if then is not None:
+                row = await then(conn, row)
     except BaseException:
         await discard_file(clients, staged)
         raise
@@ -210,6 +228,21 @@ async def store_file(clients: Clients, owner_id: UUID, filename: str, purpose: s
     limited = purpose != "batch_output"
     staged = await stage_file(clients, owner_id, filename, chunks, limited=limited)
     return await commit_file(clients, staged, purpose, limited=limited)
+
+
+async def lock_file(conn: AsyncConnection[Any], file_id: str, owner_id: UUID) -> FileRow:
+    """The owner's file, its row locked for the caller's transaction.
+
+    Raises:
+        FileNotFound: no such file for this owner.
+    """
+    async with conn.cursor(row_factory=_file_row) as cur:
+        await cur.execute(f"SELECT {_COLUMNS} FROM files WHERE id = %s AND owner_id = %s FOR UPDATE",
+                          (file_id, owner_id))
+        row = await cur.fetchone()
+    if row is None:
+        raise FileNotFound(f"file {file_id!r} not found")
+    return row
 
 
 async def get_file(pool: AsyncConnectionPool, file_id: str, owner_id: UUID | None) -> FileRow | None:

@@ -1,6 +1,6 @@
 """The contract: every job kind, its input and its result, in one tagged union.
 
-    Job = ChatCompletionJob | EmbeddingJob | WebhookJob | TopUpJob | GrantJob     (tag field: `kind`)
+    Job = ChatCompletionJob | EmbeddingJob | FileProcessJob | WebhookJob | TopUpJob | GrantJob   (tag: `kind`)
 
 A job is `{"kind": ..., "input": {...}}`. Clients submit the members of
 `ClientJob`; the other kinds are enqueued by the platform itself (payment
@@ -155,6 +155,51 @@ class EmbeddingJob(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", 
         return Queue.CHAT_BULK if self.priority == "bulk" else Queue.EMBEDDINGS
 
 
+# --- file.process -----------------------------------------------------------------------------------------------
+
+
+class FileProcessInput(msgspec.Struct, frozen=True, kw_only=True):
+    """Input of a `file.process` job: make one of the owner's files searchable."""
+
+    file_id: str
+    #: The embedding route of the chunks (`SWITCHYARD_KNOWLEDGE_EMBEDDING_MODEL` when the job was created).
+    model: ModelName
+    chunk_tokens: Annotated[int, msgspec.Meta(ge=16, le=8192)] = 512
+    overlap_tokens: Annotated[int, msgspec.Meta(ge=0, le=4096)] = 64
+    fallback: bool = True
+
+
+class FileProcessResult(msgspec.Struct, frozen=True, kw_only=True):
+    """Result of a `file.process` job: what was found in the file and stored."""
+
+    file_id: str
+    #: The type read from the content: `pdf`, `docx`, `html`, `markdown` or `text`.
+    type: str
+    pages: int
+    characters: int
+    chunks: int
+    dimensions: int
+    model: str
+    provider: str
+    provider_model: str
+    usage: Usage
+
+
+class FileProcessJob(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag=str(Kind.FILE_PROCESS)):
+    """Extract, chunk and embed a file (started by uploads for search, and by reprocessing)."""
+
+    input: FileProcessInput
+    metadata: Metadata | None = None
+    callback_url: CallbackUrl | None = None
+
+    lanes: ClassVar[tuple[Queue, ...]] = (Queue.FILES,)
+
+    @property
+    def queue(self) -> Queue:
+        """The queue this job goes to."""
+        return Queue.FILES
+
+
 # --- webhook.deliver --------------------------------------------------------------------------------------------
 
 
@@ -259,7 +304,7 @@ class GrantJob(_BillingJob, frozen=True, kw_only=True, tag=str(Kind.BILLING_GRAN
 # --- The union --------------------------------------------------------------------------------------------------
 
 #: Every job kind (a tagged union on `kind`).
-Job = ChatCompletionJob | EmbeddingJob | WebhookJob | TopUpJob | GrantJob
+Job = ChatCompletionJob | EmbeddingJob | FileProcessJob | WebhookJob | TopUpJob | GrantJob
 
 #: The kinds a client may submit on `POST /v1/jobs`.
 ClientJob = ChatCompletionJob | EmbeddingJob

@@ -30,26 +30,29 @@ from uuid import UUID
 from loguru import logger
 from psycopg import AsyncConnection
 
-from jobs import credits, metrics, store
+from jobs import credits, knowledge, metrics, store
 from jobs.clients import Clients
 from jobs.enqueue import insert_job_of, send_after_commit
 from jobs.errors import DeliveryFailed, JobCancelled, JobExpired, JobFinished, NotFound, SwitchyardError, error_body
 from jobs.events import CANCEL_CHANNEL
 from jobs.ids import uuid7
 from jobs.kinds import WebhookInput, WebhookJob
-from jobs.states import EventType, Status
+from jobs.knowledge import Effect
+from jobs.states import EventType, Kind, Status
 
 _END_EVENTS = {Status.SUCCEEDED: EventType.SUCCEEDED, Status.FAILED: EventType.FAILED,
                Status.CANCELLED: EventType.CANCELLED}
 
 
 async def succeed(clients: Clients, job: store.JobRow, attempts: list[store.AttemptRow], result: dict[str, Any],
-                  charge: int) -> bool:
+                  charge: int, effect: Effect | None = None) -> bool:
     """Record the result of claim `job.attempts` and charge `charge` (capped at the reservation).
 
+    `effect` writes what the job produced (a file's chunks) in the same transaction, after the claim
+    was verified: a job's effects are written once, by the claim that ends it, or not at all.
     Returns False when the job was no longer this claim's (cancelled, or reclaimed after a lost lease).
     """
-    if not await _finish(clients, job, Status.SUCCEEDED, attempts, result=result, charge=charge):
+    if not await _finish(clients, job, Status.SUCCEEDED, attempts, result=result, charge=charge, effect=effect):
         return False
     if usage := result.get("usage"):
         model = str(job.input.get("model", ""))
@@ -119,7 +122,8 @@ async def announce_end(clients: Clients, job: store.JobRow, status: Status, data
 
 
 async def _finish(clients: Clients, job: store.JobRow, status: Status, attempts: list[store.AttemptRow], *,
-                  result: dict[str, Any] | None = None, error: dict[str, Any] | None = None, charge: int) -> bool:
+                  result: dict[str, Any] | None = None, error: dict[str, Any] | None = None, charge: int,
+                  effect: Effect | None = None) -> bool:
     """The outcome, the attempt log and the credit settlement of one claim, in one transaction."""
     usage = result.get("usage") if result else None
     async with clients.pool.connection() as conn, conn.transaction():
@@ -127,6 +131,9 @@ async def _finish(clients: Clients, job: store.JobRow, status: Status, attempts:
             logger.bind(job_id=str(job.id)).info("outcome discarded: the job is no longer ours")
             return False
         await store.record_attempts(conn, job.id, attempts)
+        if effect is not None:
+            await effect(conn)
+        await _kind_ended(conn, job, status, error)
         callback = await _insert_callback(clients, conn, job, status, result=result, error=error)
         if job.batch_id is not None:
             # Lines never took a concurrency slot, and nothing else may hold the account's row lock longer.
@@ -150,11 +157,19 @@ async def _end_unfinished(clients: Clients,
         # A batch line holds no reservation of its own (held = 0): its batch releases at the end.
         await credits.release_all(conn, row.owner_id, row.id, await credits.held(conn, row.id),
                                   credits.ledger_model(row))
+        await _kind_ended(conn, row, Status(row.status), row.error)
         callback = await _insert_callback(clients, conn, row, Status(row.status), error=row.error)
         await clients.inflight.done(row.owner_id, row.id)
     await send_after_commit(clients, callback)
     await announce_end(clients, row, Status(row.status), {"error": row.error})
     return row
+
+
+async def _kind_ended(conn: AsyncConnection[Any], job: store.JobRow, status: Status,
+                      error: dict[str, Any] | None) -> None:
+    """What a kind's ending changes besides the job: a file whose processing failed shows it."""
+    if job.kind == Kind.FILE_PROCESS and status != Status.SUCCEEDED:
+        await knowledge.file_failed(conn, job, error)
 
 
 def job_summary(job: store.JobRow, status: Status, *, result: dict[str, Any] | None = None,

@@ -131,6 +131,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: Bytes of files one user may keep.
     file_quota_bytes: int = 2 * 1024 * 1024 * 1024
 
+    # File processing and search (`file.process` jobs, vector stores, `/v1/search`).
+    #: The embedding route that embeds file chunks and search queries (its vectors' size sets the index).
+    knowledge_embedding_model: str = "sim-embed"
+    #: Chunk size and overlap, in tokens (counted offline with the o200k/cl100k tokenizers).
+    chunk_tokens: int = 512
+    chunk_overlap_tokens: int = 64
+    #: Limits per processed file.
+    max_file_pages: int = 2_000
+    max_file_chunks: int = 10_000
+    #: Texts per embedding call while processing a file, and calls in flight at once (one job).
+    file_embed_batch: int = 256
+    embed_concurrency: int = 4
+    #: How long one file's processing may take (the `files` lane's deadline).
+    file_process_deadline_seconds: float = 1_800.0
+    #: Files one vector store may hold, and the longest search query.
+    max_vector_store_files: int = 1_000
+    max_query_chars: int = 4_000
+
     # Batches.
     #: The most lines one batch input file may have.
     max_batch_lines: int = 100_000
@@ -153,6 +171,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     events_ttl_seconds: int = 86_400
     #: Subscribers poll the replay stream after this long without a live event.
     stream_idle_poll_seconds: float = 1.0
+
+    def deadline_of(self, queue: str) -> float:
+        """Seconds a job on `queue` may run: file processing has its own, longer deadline."""
+        return self.file_process_deadline_seconds if queue == "files" else self.job_deadline_seconds
 
 
 #: Settings field -> environment variable.

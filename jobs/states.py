@@ -46,6 +46,8 @@ class Kind(StrEnum):
     EMBEDDING = "embedding"
     #: One signed completion callback (`callback_url` of a job or batch), retried with back-off.
     WEBHOOK_DELIVER = "webhook.deliver"
+    #: Extract, chunk and embed one uploaded file so it can be searched.
+    FILE_PROCESS = "file.process"
     #: Credits from a verified payment webhook (idempotent by payment id).
     BILLING_TOPUP = "billing.topup"
     #: Credits granted by an admin.
@@ -61,6 +63,8 @@ class EventType(StrEnum):
     RETRYING = "retrying"
     FALLBACK = "fallback"
     RESET = "reset"
+    #: A long job moved on: `{"stage": "extracting" | "chunking" | "embedding" | "storing", "done", "total"}`.
+    PROGRESS = "progress"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"

@@ -112,6 +112,7 @@ def stack_env(servers: dict[str, str], simulator_url: str,
         "SWITCHYARD_WEBHOOK_ALLOW_HOSTS": "127.0.0.2",
         "SWITCHYARD_WEBHOOK_BACKOFF_SECONDS": "0.05",
         "SWITCHYARD_WEBHOOK_TIMEOUT_SECONDS": "1",
+        "SWITCHYARD_KNOWLEDGE_EMBEDDING_MODEL": "t-knowledge",
         "LOG_LEVEL": "DEBUG",
     })
     return env

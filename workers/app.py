@@ -46,7 +46,7 @@ ACTORS = {
         max_retries=settings.delivery_retries,
         min_backoff=500,
         max_backoff=30_000,
-        time_limit=int(settings.job_deadline_seconds * 1000) + 60_000,
+        time_limit=int(settings.deadline_of(queue) * 1000) + 60_000,
     )
     for queue in LANES
 }

@@ -106,7 +106,8 @@ async def _run_claimed(rt: Runtime, job: store.JobRow) -> None:
     finally:
         rt.cancels.unregister(job.id)
         lease.cancel()
-    await lifecycle.succeed(rt, job, attempts, msgspec.to_builtins(outcome.result), outcome.charge)
+    await lifecycle.succeed(rt, job, attempts, msgspec.to_builtins(outcome.result), outcome.charge,
+                            effect=outcome.effect)
 
 
 async def _announce_start(rt: Runtime, job: store.JobRow) -> None:

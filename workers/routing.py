@@ -76,7 +76,7 @@ class RouteWalk(Generic[T]):
         self.attempts = attempts
         self.publish = publish
         self.settings = rt.settings
-        self.deadline = time.monotonic() + rt.settings.job_deadline_seconds
+        self.deadline = time.monotonic() + rt.settings.deadline_of(job.queue)
         self.breakers: CircuitBreakers = rt.breakers
         self.limiter: RateLimiter = rt.limiter
 
@@ -213,15 +213,20 @@ class RouteRun(RouteWalk[ChatOutcome]):
 
 
 class EmbedRun(RouteWalk[EmbedOutcome]):
-    """An embedding job's walk: the texts in chunks of each target's `max_inputs`, one call per chunk."""
+    """An embedding job's walk: the texts in chunks of each target's `max_inputs` (at most `batch`), one call
+    per chunk, up to `concurrency` calls at a time; `progress(done, total)` after each call."""
 
     mode = "embedding"
 
     def __init__(self, rt: Runtime, job: store.JobRow, input: EmbeddingInput,
-                 attempts: list[store.AttemptRow], publish: Publish) -> None:
+                 attempts: list[store.AttemptRow], publish: Publish, *, batch: int | None = None,
+                 concurrency: int = 1, progress: Callable[[int, int], Awaitable[None]] | None = None) -> None:
         super().__init__(rt, job, input.model, input.fallback, attempts, publish)
         self.input = input
         self.texts = input.texts
+        self.batch = batch
+        self.concurrency = max(1, concurrency)
+        self.progress = progress
 
     async def on_target(self, target: Target) -> EmbedOutcome:
         """Every text's vector from `target`, in input order, and the calls' usage summed."""
@@ -231,13 +236,31 @@ class EmbedRun(RouteWalk[EmbedOutcome]):
         longest = max(estimate_tokens(text) for text in self.texts)
         if longest > target.context_window:
             raise ContextTooLong(f"an input of ~{longest} tokens exceeds {name}'s {target.context_window}")
-        vectors: list[list[float]] = []
-        prompt_tokens, estimated = 0, False
-        for start in range(0, len(self.texts), target.max_inputs):
-            outcome = await self._embed_chunk(target, self.texts[start:start + target.max_inputs])
-            vectors += outcome.vectors
-            prompt_tokens += outcome.usage.prompt_tokens
-            estimated = estimated or outcome.usage.estimated
+        size = min(target.max_inputs, self.batch or target.max_inputs)
+        groups = [self.texts[start:start + size] for start in range(0, len(self.texts), size)]
+        slots = asyncio.Semaphore(self.concurrency)
+        done = 0
+
+        async def embed(group: list[str]) -> EmbedOutcome:
+            nonlocal done
+            async with slots:
+                outcome = await self._embed_chunk(target, group)
+            done += len(group)
+            if self.progress is not None:
+                await self.progress(done, len(self.texts))
+            return outcome
+
+        tasks = [asyncio.ensure_future(embed(group)) for group in groups]
+        try:
+            outcomes = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        vectors = [v for outcome in outcomes for v in outcome.vectors]
+        prompt_tokens = sum(o.usage.prompt_tokens for o in outcomes)
+        estimated = any(o.usage.estimated for o in outcomes)
         return EmbedOutcome(vectors=vectors, usage=Usage(prompt_tokens=prompt_tokens, total_tokens=prompt_tokens,
                                                          estimated=estimated))
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
+import msgspec
 from litestar import Controller, Request, delete, get, post
 from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 from litestar.params import Parameter
@@ -21,10 +22,18 @@ from api.lookup import owner_filter
 from api.openai_errors import openai_error
 from api.state import Services
 from api.uploads import receive_file
-from jobs import files
+from jobs import files, knowledge
 from jobs.accounts import Principal
 from jobs.errors import FileNotFound
 from jobs.files import DeletedFile, FileList, FileRow, FileView
+
+
+class ChunkList(msgspec.Struct, frozen=True, kw_only=True):
+    """A page of a file's chunks."""
+
+    data: list[knowledge.ChunkView]
+    has_more: bool
+    object: str = "list"
 
 
 def _upload_body() -> RequestBody:
@@ -57,7 +66,10 @@ class FileController(Controller):
         """Upload a file as multipart/form-data with the fields `file` and `purpose` (`batch`, `assistants`,
         `user_data`).
 
-        The body is streamed into storage as it arrives. A file over `SWITCHYARD_MAX_FILE_BYTES` is
+        The body is streamed into storage as it arrives. A file for search (`assistants`, `user_data`) is
+        answered `processing`, with the `process_job_id` that extracts, chunks and embeds it (its worst-case
+        cost is reserved: 402 `insufficient_credits` stores nothing); it becomes `processed`, or `error`
+        with the reason in `status_details`. A file over `SWITCHYARD_MAX_FILE_BYTES` is
         413 `file_too_large`; one that would take your files over `SWITCHYARD_FILE_QUOTA_BYTES` is 413
         `file_quota_exceeded`; either way nothing is stored.
         """
@@ -91,9 +103,31 @@ class FileController(Controller):
         return Stream(chunks, media_type="application/octet-stream",
                       headers={"Content-Length": str(row.bytes), "Content-Disposition": _attachment(row.filename)})
 
+    @post("/{file_id:str}/process", status_code=202, summary="Process a file for search again")
+    async def process(self, file_id: str, services: Services, principal: Principal) -> FileView:
+        """Extract, chunk and embed the file again (after an error, or new chunking settings or model).
+
+        Answers at once with the file `processing` and its `process_job_id`, whose events
+        (`/v1/jobs/{id}/events`) report `progress`. The old chunks stay searchable until the new ones
+        replace them all at once.
+        """
+        route = services.catalog.resolve(services.settings.knowledge_embedding_model, "embedding")
+        row, _ = await knowledge.reprocess(services, route, file_id, principal.user_id)
+        return FileView.of(row)
+
+    @get("/{file_id:str}/chunks", summary="List a processed file's chunks")
+    async def chunks(self, file_id: str, services: Services, principal: Principal,
+                     after: Annotated[int, Parameter(ge=-1)] = -1,
+                     limit: Annotated[int, Parameter(ge=1, le=1000)] = 100) -> ChunkList:
+        """The file's chunks in order, with their token counts, PDF pages and character offsets;
+        pass the last `index` as `after` for the next page."""
+        row = await _load(services, principal, file_id)
+        chunks = await knowledge.file_chunks(services.pool, row.id, row.owner_id, after=after, limit=limit + 1)
+        return ChunkList(data=chunks[:limit], has_more=len(chunks) > limit)
+
     @delete("/{file_id:str}", status_code=200, summary="Delete a file")
     async def remove(self, file_id: str, services: Services, principal: Principal) -> DeletedFile:
-        """Delete a file and its stored bytes."""
+        """Delete a file, its stored bytes and its chunks (it leaves every vector store it was in)."""
         row = await files.delete_file(services, file_id, owner_filter(principal))
         if row is None:
             raise FileNotFound(f"file {file_id!r} not found")

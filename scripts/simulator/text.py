@@ -9,6 +9,12 @@ Token model (deliberately simple so tests can predict usage exactly):
 * the reply is a sequence of lowercase words derived from a hash of the model name and
   the conversation, emitted as pieces ``"w0"``, ``" w1"``, ``" w2"`` ... so that the
   concatenation of the streamed pieces equals the non-streamed text.
+
+Embeddings are hashed bags of words, so they behave like a (very plain) real
+model: texts that share words are close, unrelated texts are nearly
+orthogonal, and a long text is diluted. Each word (lowercased, stopwords
+skipped) adds a sublinear weight at a hashed, signed coordinate; a small
+hash of the whole text is mixed in so that distinct texts never share a vector.
 """
 
 from __future__ import annotations
@@ -17,8 +23,11 @@ import base64
 import hashlib
 import json
 import math
+import re
 import struct
+from collections import Counter
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from typing import Any
 
 DEFAULT_REPLY_TOKENS = 16
@@ -108,15 +117,42 @@ def reply_text(words: Sequence[str]) -> str:
     return "".join(pieces(words))
 
 
+_WORD = re.compile(r"[^\W_]+")
+#: Words too common to tell texts apart (as a real model learns to ignore them).
+STOPWORDS = frozenset({
+    "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "from", "has", "have", "in", "into", "is", "it",
+    "its", "of", "on", "or", "that", "the", "this", "to", "was", "were", "will", "with", "what", "which", "who",
+    "how", "when", "where", "why", "do", "does", "did", "can", "not", "no",
+})
+#: Weight of the whole-text hash next to the bag of words.
+_NOISE = 0.1
+
+
+@lru_cache(maxsize=65_536)
+def _slot(word: str, dimensions: int) -> tuple[int, float]:
+    """The coordinate and sign one word adds to."""
+    h = hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(h[:4], "little") % dimensions, 1.0 if h[4] & 1 else -1.0
+
+
+def _unit(values: list[float]) -> list[float]:
+    norm = math.sqrt(sum(v * v for v in values))
+    return [v / norm for v in values] if norm else values
+
+
 def embed(text: str, dimensions: int = DEFAULT_EMBED_DIM) -> list[float]:
     """Return a deterministic unit-norm vector of ``dimensions`` floats for ``text``."""
     dimensions = max(1, int(dimensions))
     raw = _digest(["embed", text], 2 * dimensions)
-    values = [v / 32767.5 - 1.0 for v in struct.unpack(f"<{dimensions}H", raw)]
-    norm = math.sqrt(sum(v * v for v in values))
-    if norm == 0.0:  # astronomically unlikely, but never divide by zero
+    noise = _unit([v / 32767.5 - 1.0 for v in struct.unpack(f"<{dimensions}H", raw)])
+    bag = [0.0] * dimensions
+    for word, count in Counter(w for w in _WORD.findall(text.lower()) if w not in STOPWORDS).items():
+        slot, sign = _slot(word, dimensions)
+        bag[slot] += sign * (1.0 + math.log(count))
+    vector = _unit([b + _NOISE * n for b, n in zip(_unit(bag), noise, strict=True)])
+    if not any(vector):  # astronomically unlikely, but never divide by zero
         return [1.0] + [0.0] * (dimensions - 1)
-    return [v / norm for v in values]
+    return vector
 
 
 def embed_base64(vector: Iterable[float]) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 
 from jobs import store
+from jobs.knowledge import Effect
 from jobs.states import EventType
 from workers.runtime import Runtime
 
@@ -20,6 +21,8 @@ class Outcome:
     result: msgspec.Struct
     #: Credits to charge; the settlement caps it at the job's reservation.
     charge: int = 0
+    #: What the job produced beyond its result, written in its ending transaction (`lifecycle.succeed`).
+    effect: Effect | None = None
 
 
 #: Publishes one event of the job being run.

@@ -11,11 +11,9 @@ code blocks. Consecutive chunks overlap by up to `overlap_tokens`, and each
 chunk's character offsets index `Extracted.text` exactly, so a PDF chunk can
 name the pages it spans (by bisecting the pages' starts).
 
-`Chunk.tokens` is exact. The splitter exposes no token counter, but it does
-answer exactly whether a text fits a capacity (it returns the text as one
-chunk iff the text has at most that many tokens), so `count_tokens` binary-
-searches the capacity between 0 and the chunk size: about log2(chunk_tokens)
-probes per chunk, which costs a few times the splitting itself.
+`Chunk.tokens` is exact: `count_tokens` encodes with `bpe-openai`, whose
+cl100k_base tables are compiled into its wheel too (a test checks its counts
+against the splitter's own tokenizer, which exposes no counter).
 
 A document that makes more than `max_chunks` chunks raises `TooManyChunks`.
 Before splitting, a text too long for `max_chunks` chunks even if every
@@ -29,6 +27,7 @@ import functools
 from bisect import bisect_right
 from collections.abc import Callable
 
+import bpe_openai
 import msgspec
 from semantic_text_splitter import MarkdownSplitter, TextSplitter
 
@@ -37,10 +36,9 @@ from jobs.extract import Extracted, Page
 
 #: The model whose tokenizer sizes chunks (OpenAI's `text-embedding-3-*` share cl100k_base).
 TOKENIZER_MODEL = "text-embedding-3-small"
+TOKENIZER_ENCODING = "cl100k_base"
 #: Characters of cl100k_base's longest token (a run of 128 spaces): no chunk is longer than this per token.
 _LONGEST_TOKEN_CHARS = 128
-#: Token-counting splitters kept, one per capacity probed.
-_PROBES_KEPT = 4096
 
 
 class Chunk(msgspec.Struct, frozen=True, kw_only=True):
@@ -79,43 +77,18 @@ def chunk(extracted: Extracted, *, chunk_tokens: int = 512, overlap_tokens: int 
                             f"more than the limit of {max_chunks}", chunks=len(spans), limit=max_chunks)
     page_of = _page_locator(extracted.pages)
     return [Chunk(seq=seq, text=piece, char_start=start, char_end=start + len(piece), page=page_of(start),
-                  page_end=page_of(start + len(piece) - 1), tokens=count_tokens(piece, at_most=chunk_tokens))
+                  page_end=page_of(start + len(piece) - 1), tokens=count_tokens(piece))
             for seq, (start, piece) in enumerate(spans)]
 
 
-def count_tokens(text: str, *, at_most: int | None = None) -> int:
-    """The exact number of `TOKENIZER_MODEL` tokens in `text`.
-
-    `at_most`, a count the text should fit in (a chunk's capacity), bounds the search (checked only when the
-    count reaches it).
-    """
-    if not text:
-        return 0
-    if at_most is None:
-        return _bisect(text, *_gallop(text, max(1, len(text) // 4)))
-    count = _bisect(text, 0, at_most)
-    if count == at_most and not _fits(text, at_most):
-        count = _bisect(text, *_gallop(text, at_most))
-    return count
+def count_tokens(text: str) -> int:
+    """The exact number of `TOKENIZER_MODEL` (cl100k_base) tokens in `text`."""
+    return len(_encoding().encode_ordinary(text)) if text else 0
 
 
-def _gallop(text: str, guess: int) -> tuple[int, int]:
-    """Capacities `(low, high)` that `text` does not and does fit, found by doubling from `guess`."""
-    low, high = 0, guess
-    while not _fits(text, high):
-        low, high = high, high * 2
-    return low, high
-
-
-def _bisect(text: str, low: int, high: int) -> int:
-    """The least capacity `text` fits, given that it does not fit `low` and does fit `high`."""
-    while high - low > 1:
-        middle = (low + high) // 2
-        if _fits(text, middle):
-            high = middle
-        else:
-            low = middle
-    return high
+@functools.cache
+def _encoding() -> bpe_openai.Encoding:
+    return bpe_openai.get_encoding(TOKENIZER_ENCODING)
 
 
 def _check_floor(text: str, chunk_tokens: int, max_chunks: int) -> None:
@@ -154,13 +127,3 @@ def _splitter(kind: str, capacity: int, overlap: int) -> TextSplitter | Markdown
     if kind == "markdown":
         return MarkdownSplitter.from_tiktoken_model(TOKENIZER_MODEL, capacity=capacity, overlap=overlap)
     return TextSplitter.from_tiktoken_model(TOKENIZER_MODEL, capacity=capacity, overlap=overlap)
-
-
-@functools.lru_cache(maxsize=_PROBES_KEPT)
-def _probe(capacity: int) -> TextSplitter:
-    """A non-trimming splitter of `capacity` tokens: it leaves a text whole iff the text fits."""
-    return TextSplitter.from_tiktoken_model(TOKENIZER_MODEL, capacity=capacity, trim=False)
-
-
-def _fits(text: str, capacity: int) -> bool:
-    return len(_probe(capacity).chunks(text)) <= 1

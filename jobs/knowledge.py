@@ -46,6 +46,11 @@ RRF_K = 60
 MIN_CANDIDATES = 40
 #: The most candidates one side may bring (also HNSW's `ef_search` ceiling).
 MAX_CANDIDATES = 1_000
+#: Full-text matches ranked at most, per side (ranking reads each match's `tsvector`: ~10 µs a chunk).
+MAX_TEXT_MATCHES = 2_000
+#: HNSW's search breadth at least: at 100k chunks, 100 finds ~98% of the exact top 10 where pgvector's default
+#: 40 finds ~94%, for about a millisecond more (`scripts/bench_files.py`, docs/benchmarks.md).
+MIN_EF_SEARCH = 100
 
 SearchMode = Literal["hybrid", "vector", "text"]
 #: Writes an effect inside the ending transaction of a job (see `lifecycle.succeed`).
@@ -307,21 +312,24 @@ def _vector_side(dims: int, scope_sql: sql.Composable) -> sql.Composable:
 def _text_side(scope_sql: sql.Composable) -> sql.Composable:
     # The chunks matching every term (websearch syntax: "quoted phrases", OR, -not); only when none
     # does, those matching any term, so an exact code or name is never outvoted by common words.
+    # Ranking reads every match, so each side ranks at most `MAX_TEXT_MATCHES` of them: terms that
+    # match more chunks than that say little, and the vector side carries such a query.
     return sql.SQL("""
         q AS (SELECT websearch_to_tsquery('english', %(query)s) AS every,
                      replace(plainto_tsquery('english', %(query)s)::text, ' & ', ' | ')::tsquery AS some),
         fts_every AS MATERIALIZED (
-            SELECT c.file_id, c.seq, ts_rank_cd(c.tsv, q.every) AS rank
-            FROM file_chunks c, q
-            WHERE {scope} AND c.tsv @@ q.every
+            SELECT m.file_id, m.seq, ts_rank_cd(m.tsv, q.every) AS rank
+            FROM (SELECT c.file_id, c.seq, c.tsv FROM file_chunks c, q
+                  WHERE {scope} AND c.tsv @@ q.every LIMIT %(text_matches)s) m, q
             ORDER BY rank DESC
             LIMIT %(candidates)s),
         fts AS (
             SELECT * FROM fts_every
             UNION ALL
-            (SELECT c.file_id, c.seq, ts_rank_cd(c.tsv, q.some) AS rank
-             FROM file_chunks c, q
-             WHERE {scope} AND c.tsv @@ q.some AND NOT EXISTS (SELECT 1 FROM fts_every)
+            (SELECT m.file_id, m.seq, ts_rank_cd(m.tsv, q.some) AS rank
+             FROM (SELECT c.file_id, c.seq, c.tsv FROM file_chunks c, q
+                   WHERE {scope} AND c.tsv @@ q.some AND NOT EXISTS (SELECT 1 FROM fts_every)
+                   LIMIT %(text_matches)s) m, q
              ORDER BY rank DESC
              LIMIT %(candidates)s)),
         fts_ranked AS (
@@ -342,7 +350,7 @@ async def search(pool: AsyncConnectionPool, scope: Scope, *, query: str, vector:
         raise SwitchyardError("a vector search needs the query's embedding")
     candidates = min(MAX_CANDIDATES, max(MIN_CANDIDATES, 4 * top_k))
     scope_sql, params = _scope_sql(scope)
-    params |= {"query": query, "candidates": candidates, "top": top_k,
+    params |= {"query": query, "candidates": candidates, "top": top_k, "text_matches": MAX_TEXT_MATCHES,
                "vector": vector_literal(vector) if vector is not None else None}
     sides = [
         _vector_side(len(vector), scope_sql) if vector is not None and mode != "text" else _EMPTY_VEC,
@@ -378,7 +386,7 @@ async def search(pool: AsyncConnectionPool, scope: Scope, *, query: str, vector:
     async with pool.connection() as conn, conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         # HNSW scans past chunks the owner filter drops, until enough candidates pass (pgvector >= 0.8).
         await cur.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-        await cur.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(max(40, candidates))))
+        await cur.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(max(MIN_EF_SEARCH, candidates))))
         await cur.execute(query_sql, params)
         rows = await cur.fetchall()
     return [Hit(**r) for r in rows]

@@ -43,12 +43,9 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 from tqdm import tqdm
 
-from jobs.accounts import create_api_key, create_user
-from jobs.credits import credit
-from jobs.db import migrate
-from scripts.embedded import free_port, start_postgres, start_redis
+from scripts.benchkit import bench_stack, percentile
+from scripts.embedded import free_port
 from scripts.procs import start_api, start_maintenance, start_worker
-from scripts.simulator import serve_in_thread
 
 _PHASES = re.compile(r"batch fanned out: (\d+) lines.*validated in ([\d.]+) s, reserved \+ copied in ([\d.]+) s, "
                      r"sent in ([\d.]+) s")
@@ -126,12 +123,6 @@ def _ms(stamp: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() * 1000
-
-
-def _p(values: list[float], q: int) -> float:
-    if len(values) < 2:
-        return values[0] if values else float("nan")
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
 async def run_batch(client: openai.AsyncOpenAI, path: Path, drain: bool, api_log: Path,
@@ -258,8 +249,9 @@ def report(args: argparse.Namespace, fanouts: list[dict[str, Any]], bases: list[
         print(f"{drained['status']} in {drained['drain_s']:.1f} s: {rate:,.0f} lines/s\n")
         print("| interactive jobs (enqueue → started) | n | p50 ms | p99 ms | max ms |")
         print("|---|---:|---:|---:|---:|")
-        print(f"| idle stack | {len(idle)} | {med(idle):.1f} | {_p(idle, 99):.1f} | {max(idle):.1f} |")
-        print(f"| while the batch drains | {len(waits)} | {med(waits):.1f} | {_p(waits, 99):.1f} | {max(waits):.1f} |")
+        print(f"| idle stack | {len(idle)} | {med(idle):.1f} | {percentile(idle, 99):.1f} | {max(idle):.1f} |")
+        print(f"| while the batch drains | {len(waits)} | {med(waits):.1f} | {percentile(waits, 99):.1f} "
+              f"| {max(waits):.1f} |")
 
 
 def main() -> None:
@@ -269,31 +261,8 @@ def main() -> None:
     parser.add_argument("--drain-lines", type=int, default=20_000)
     parser.add_argument("--no-drain", action="store_true")
     args = parser.parse_args()
-    log_dir = Path(tempfile.mkdtemp(prefix="sy-bench-logs-"))
-    database_url, stop_pg = start_postgres(Path(tempfile.mkdtemp(prefix="sy-pg-")) / "data")
-    redis_url, redis_proc = start_redis(None)
-    migrate(database_url)
-
-    async def setup() -> tuple[str, uuid.UUID]:
-        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-            user = await create_user(conn, f"bench-{uuid.uuid4().hex[:8]}@local", "user")
-            _, key = await create_api_key(conn, user, "bench")
-            await credit(conn, user, "grant", 10**12, reference=f"bench:{user}")
-        return key, user
-
-    key, owner = asyncio.run(setup())
-    try:
-        with serve_in_thread() as simulator_url:
-            env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": database_url, "REDIS_URL": redis_url,
-                   "SIMULATOR_URL": simulator_url, "LOG_LEVEL": "INFO",
-                   "SWITCHYARD_MAX_FILE_BYTES": str(2 * 1024**3), "SWITCHYARD_FILE_QUOTA_BYTES": str(100 * 1024**3),
-                   "SWITCHYARD_RATE_LIMIT_RPM_FREE": "1000000", "SWITCHYARD_MAX_CONCURRENT_JOBS_FREE": "1000000",
-                   "SWITCHYARD_DATA_DIR": str(log_dir / "data")}
-            asyncio.run(bench(args, env, key, owner, log_dir))
-    finally:
-        redis_proc.terminate()
-        stop_pg()
-    print(f"\n(logs in {log_dir})", file=sys.stderr)
+    with bench_stack() as stack:
+        asyncio.run(bench(args, stack.env, stack.key, stack.owner, stack.log_dir))
 
 
 if __name__ == "__main__":

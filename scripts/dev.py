@@ -111,6 +111,14 @@ Submit a job and stream its events:
   curl -N {base}/v1/jobs/$JOB/events -H "Authorization: Bearer $SY_KEY"
   curl -s {base}/v1/jobs/$JOB -H "Authorization: Bearer $SY_KEY"
 
+Upload a PDF, watch it being processed, search it:
+  PJ=$(curl -s {base}/v1/files -H "Authorization: Bearer $SY_KEY" -F purpose=assistants \\
+        -F file=@docs/examples/field-guide.pdf \\
+        | python3 -c 'import sys,json; print(json.load(sys.stdin)["process_job_id"])')
+  curl -N {base}/v1/jobs/$PJ/events -H "Authorization: Bearer $SY_KEY"
+  curl -s {base}/v1/search -H "Authorization: Bearer $SY_KEY" -H 'Content-Type: application/json' \\
+        -d '{{"query":"what does a 202 promise"}}'
+
 Ctrl-C stops everything.
 """
 

@@ -26,12 +26,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 #: Neutral words for filler paragraphs: none of them is a query term below.
-_FILLER = (
-    "during review the team agreed that each change should be recorded in the weekly summary with its owner "
-    "and expected completion date while open questions go to the shared planning board for discussion "
-    "at the next meeting where priorities are revisited against the quarterly goals and the budget so "
-    "nothing important slips between teams or is forgotten after handover to another group later"
-).split()
+_FILLER_TEXT = (
+    "during review the team agreed that each change should be recorded in the weekly summary with its "
+    "owner and expected completion date while open questions go to the shared planning board for "
+    "discussion at the next meeting where priorities are revisited against the quarterly goals and the "
+    "budget so nothing important slips between teams or is forgotten after handover to another group "
+    "later"
+)
+_FILLER = tuple(_FILLER_TEXT.split())
 
 
 def filler(words: int, seed: int) -> str:

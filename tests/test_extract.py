@@ -8,8 +8,9 @@ import time
 
 import pytest
 from fpdf.enums import EncryptionMethod
+from semantic_text_splitter import TextSplitter
 
-from jobs.chunking import Chunk, chunk, count_tokens
+from jobs.chunking import TOKENIZER_MODEL, Chunk, chunk, count_tokens
 from jobs.errors import FileCorrupt, FileEncrypted, FileHasNoText, TooManyChunks, TooManyPages, UnsupportedFileType
 from jobs.extract import Extracted, Page, extract, normalise_text, sniff
 from tests.documents import OLE_HEADER, SENTENCES, make_docx, make_pdf, make_png, make_zip, prose
@@ -267,8 +268,23 @@ def test_count_tokens_is_exact() -> None:
     assert count_tokens("hello world") == 2
     assert count_tokens("tiktoken is great!") == 6
     assert count_tokens("The quick brown fox jumps over the lazy dog.") == 10
-    assert count_tokens("The quick brown fox jumps over the lazy dog.", at_most=3) == 10
     assert count_tokens(" " * 128) == 1
+
+
+@pytest.mark.parametrize("text", [
+    prose(3000, seed=1),
+    "ça   va?\n\n\t 你好世界 🎉🎉 naïve café Ünïcödé straße — 東京 の 夜 。 " * 8,
+    "    indented\n        code()\n" * 20,
+    "x" * 2000,
+    " " * 300 + "a",
+    "http://example.com/a?b=c&d=e 3.14159 1,000,000 ERR-4471 " * 10,
+])
+def test_token_counts_agree_with_the_splitters_tokenizer(text: str) -> None:
+    # The splitter leaves a text whole exactly when it fits the capacity: the count is the least that fits.
+    tokens = count_tokens(text)
+    fits = TextSplitter.from_tiktoken_model(TOKENIZER_MODEL, capacity=tokens, trim=False).chunks(text)
+    short = TextSplitter.from_tiktoken_model(TOKENIZER_MODEL, capacity=tokens - 1, trim=False).chunks(text)
+    assert len(fits) == 1 and len(short) > 1
 
 
 def test_large_text_chunks_are_bounded_overlapping_and_cover_the_text() -> None:

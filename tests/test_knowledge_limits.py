@@ -41,10 +41,11 @@ def limited(stack: Stack) -> Iterator[Limited]:
     port = free_port()
     api = start_api(env, port, stack.log_dir, name="api-limits")
     worker = start_worker(env, stack.log_dir, name="worker-limits", queues=INTERACTIVE_LANES)
+    limited = Limited(f"http://127.0.0.1:{port}", env, api, worker)
     try:
-        yield Limited(f"http://127.0.0.1:{port}", env, api, worker)
+        yield limited
     finally:
-        worker.stop()
+        limited.worker.stop()  # the pool running now: a test may have replaced the first
         api.stop()
         stack.worker = start_worker(stack.env, stack.log_dir, queues=INTERACTIVE_LANES)
 

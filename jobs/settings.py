@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from jobs.states import Queue
+
 #: The repository root: `schema.sql` and the default routes file live here.
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -134,7 +136,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # File processing and search (`file.process` jobs, vector stores, `/v1/search`).
     #: The embedding route that embeds file chunks and search queries (its vectors' size sets the index).
     knowledge_embedding_model: str = "sim-embed"
-    #: Chunk size and overlap, in tokens (counted offline with the o200k/cl100k tokenizers).
+    #: Chunk size and overlap, in cl100k_base tokens (counted offline: `jobs/chunking.py`).
     chunk_tokens: int = 512
     chunk_overlap_tokens: int = 64
     #: Limits per processed file.
@@ -174,7 +176,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     def deadline_of(self, queue: str) -> float:
         """Seconds a job on `queue` may run: file processing has its own, longer deadline."""
-        return self.file_process_deadline_seconds if queue == "files" else self.job_deadline_seconds
+        return self.file_process_deadline_seconds if queue == Queue.FILES else self.job_deadline_seconds
 
 
 #: Settings field -> environment variable.

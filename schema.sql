@@ -300,3 +300,14 @@ CREATE TABLE IF NOT EXISTS vector_store_files (
     PRIMARY KEY (vector_store_id, file_id)
 );
 CREATE INDEX IF NOT EXISTS vector_store_files_file ON vector_store_files (file_id);
+
+-- The version of this file, for readiness checks (`/readyz` is ready while the database is at least
+-- the version the code expects, `jobs/db.py` SCHEMA_VERSION). Bump both with every schema change.
+CREATE TABLE IF NOT EXISTS schema_version (
+    singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    version    integer NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO schema_version (version) VALUES (11)
+ON CONFLICT (singleton) DO UPDATE SET version = greatest(schema_version.version, EXCLUDED.version),
+                                      applied_at = now();

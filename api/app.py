@@ -19,12 +19,14 @@ from api.middleware import request_id_middleware
 from api.routes import route_handlers
 from api.state import Services
 from api.streaming import TimedSubscriber
+from jobs import metrics
 from jobs.broker import make_broker
 from jobs.catalog import load_catalog
 from jobs.logging import setup_logging
 from jobs.ratelimit import RateLimiter
 from jobs.redis import async_client
 from jobs.settings import DEV_JWT_SECRET, Settings, get_settings
+from jobs.states import Queue
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -48,6 +50,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
                                           broker=make_broker(settings, middleware=[]), catalog=catalog,
                                           limiter=RateLimiter(redis))
         app.state.services = services
+        metrics.reap_dead_processes()  # uvicorn restarts a crashed worker: its live gauges go
+        metrics.declare(queues=[str(q) for q in Queue], targets=list(catalog.targets()))
         try:
             yield
         finally:

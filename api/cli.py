@@ -3,7 +3,8 @@
     switchyard dev            the whole platform on this machine (embedded servers by default)
     switchyard migrate        apply schema.sql
     switchyard api            the HTTP API (uvicorn)
-    switchyard worker ARGS    a Dramatiq worker pool: `switchyard worker --queues chat -p 2 -t 8`
+    switchyard worker ARGS    a Dramatiq worker pool: `switchyard worker --pool chat --queues chat -p 2 -t 8`
+    switchyard worker-ready   exit 0 when a worker process of this host beat recently (probes)
     switchyard maintenance    the reconciler / maintenance loop
     switchyard simulator      the provider simulator (development tool)
     switchyard create-user    add a user with the sign-up credits (`--role admin`, `--password`)
@@ -54,9 +55,14 @@ def _migrate(_: ProcessArgs) -> None:
 
 
 def _api(args: ProcessArgs) -> None:
+    import tempfile
+
     import uvicorn
 
     settings = get_settings()
+    # Every API process on this host writes its metrics to one directory and `/metrics` merges
+    # them (prometheus_client's multiprocess mode), so a scrape is right whichever process answers.
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="switchyard-api-prom-"))
     uvicorn.run(
         "api.app:create_app", factory=True, host=args.host or settings.api_host,
         port=args.port or settings.api_port, workers=args.workers, access_log=False,
@@ -78,11 +84,28 @@ def _worker(args: ProcessArgs) -> None:
     for name, value in (("PROMETHEUS_MULTIPROC_DIR", prom_dir), ("dramatiq_prom_db", prom_dir),
                         ("dramatiq_prom_port", str(settings.worker_metrics_port))):
         os.putenv(name, value)
-    extra = args.rest
+    pool, extra = _take_option(args.rest, "--pool")
+    if pool:
+        os.putenv("SWITCHYARD_POOL", pool)  # read by each worker process's heartbeat
     if "--worker-shutdown-timeout" not in extra:
         # SIGTERM drains: in-flight jobs get this long to finish before the pool exits.
         extra = [*extra, "--worker-shutdown-timeout", str(int(settings.shutdown_grace_seconds * 1000))]
     _exec_module("dramatiq", "workers.app", *extra)
+
+
+def _take_option(args: list[str], name: str) -> tuple[str | None, list[str]]:
+    """`--name VALUE` / `--name=VALUE` taken out of `args` (the last one wins), and the rest."""
+    value, rest, i = None, [], 0
+    while i < len(args):
+        if args[i] == name and i + 1 < len(args):
+            value, i = args[i + 1], i + 2
+            continue
+        if args[i].startswith(name + "="):
+            value = args[i].split("=", 1)[1]
+        else:
+            rest.append(args[i])
+        i += 1
+    return value, rest
 
 
 def _exec_module(module: str, *args: str) -> None:
@@ -180,13 +203,41 @@ def api_command(
     _api(ProcessArgs(host=host, port=port, workers=workers))
 
 
-_pass_through("worker", "A Dramatiq worker pool (arguments go to `dramatiq workers.app`).")
+_pass_through("worker", "A Dramatiq worker pool: `--pool NAME` names it (heartbeats, dashboard); every other "
+                        "argument goes to `dramatiq workers.app` (`--queues`, `--processes`, `--threads`).")
 
 
 @app.command(rich_help_panel=_PROCESSES)
 def maintenance() -> None:
     """Run the maintenance loop (re-sends lost jobs, reclaims jobs of dead workers)."""
     _maintenance(ProcessArgs())
+
+
+@app.command("worker-ready", rich_help_panel=_PROCESSES)
+def worker_ready(
+    live: Annotated[bool, typer.Option("--live", help="Liveness: Redis unreachable is not this pod's fault (exit 0)")]
+    = False,
+) -> None:
+    """Exit 0 when a worker process of this host sent a heartbeat within the timeout (readiness probe)."""
+    import socket
+
+    from jobs.pools import live_on_host
+    from jobs.redis import sync_client
+
+    settings = get_settings()
+    if not settings.redis_url:
+        raise SystemExit("REDIS_URL is not set")
+    try:
+        live = live_on_host(sync_client(settings.redis_url), socket.gethostname(), settings.heartbeat_timeout_ms)
+    except Exception as exc:
+        print(f"{'alive' if live else 'not ready'}: Redis: {type(exc).__name__}")
+        # A restart would not bring Redis back; it would only cut the jobs in flight.
+        raise typer.Exit(0 if live else 1) from None
+    if not live:
+        print(f"not ready: no worker process of {socket.gethostname()} beat in the last "
+              f"{settings.heartbeat_timeout_ms} ms")
+        raise typer.Exit(1)
+    print(f"ready: {len(live)} worker process(es)")
 
 
 _pass_through("simulator", "The provider simulator (development tool; `switchyard simulator --help`).")

@@ -10,6 +10,7 @@ from uuid import UUID
 
 import msgspec
 from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
 
 from jobs.audit import audit
 from jobs.credits import credit
@@ -242,3 +243,34 @@ async def principal_for_key(conn: AsyncConnection[Any], secret: str) -> Principa
         # `last_used_at` is minute-grained: a hot key costs one write a minute, not one per request.
         await conn.execute("UPDATE api_keys SET last_used_at = now() WHERE id = %s", (key_id,))
     return Principal(user_id=user_id, email=email, role=role, key_id=key_id, tier=tier)
+
+
+class UserSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """A user as operators list them: identity and credits."""
+
+    id: UUID
+    email: str
+    role: str
+    tier: str
+    created_at: datetime
+    balance: int
+    reserved: int
+
+
+async def list_users(pool: AsyncConnectionPool, *, email: str | None, before: UUID | None,
+                     limit: int) -> list[UserSummary]:
+    """Users whose e-mail contains `email` (any when None), newest first, with their balances."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            """
+            SELECT u.id, u.email, u.role, u.tier, u.created_at, coalesce(a.balance, 0), coalesce(a.reserved, 0)
+            FROM users u LEFT JOIN credit_accounts a ON a.user_id = u.id
+            WHERE (%(email)s::text IS NULL OR lower(u.email) LIKE '%%' || lower(%(email)s) || '%%')
+              AND (%(before)s::uuid IS NULL OR u.id < %(before)s)
+            ORDER BY u.id DESC LIMIT %(limit)s
+            """,
+            {"email": email, "before": before, "limit": limit},
+        )
+        rows = await cur.fetchall()
+    return [UserSummary(id=r[0], email=r[1], role=r[2], tier=r[3], created_at=r[4], balance=r[5], reserved=r[6])
+            for r in rows]

@@ -48,7 +48,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import kwargs_row
 from psycopg_pool import AsyncConnectionPool
 
-from jobs import credits, files
+from jobs import credits, files, metrics
 from jobs.broker import NAMESPACE, job_message, send_jobs, unsent, withdraw
 from jobs.catalog import Catalog, Mode, Route
 from jobs.clients import Clients
@@ -594,6 +594,7 @@ async def fan_out(clients: Clients, catalog: Catalog, batch: BatchRow) -> BatchR
         await _fail(clients, batch, [BatchError(code=exc.code, message=exc.message)], check.lines)
         raise
     committed = time.perf_counter()
+    metrics.CREDITS.labels(operation="reserved").inc(check.cost)
     try:
         await send_jobs(clients.redis, check.jobs, wakeup=settings.dispatch_wakeup,
                         chunk=settings.batch_send_chunk)
@@ -939,6 +940,7 @@ async def finalize(clients: Clients, batch_id: str) -> BatchRow | None:
             await credits.release_batch(conn, row.owner_id, row.id, row.reserved_credits - row.charged_credits)
         callback = await _insert_callback(clients, conn, row)
     await send_after_commit(clients, callback)
+    metrics.CREDITS.labels(operation="released").inc(max(0, row.reserved_credits - row.charged_credits))
     logger.bind(batch_id=row.id).info("batch {}: {} succeeded, {} failed, {} of {} reserved credits charged",
                                       final, done, failed, row.charged_credits, row.reserved_credits)
     await _publish(clients, row, view(row))

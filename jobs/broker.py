@@ -165,6 +165,23 @@ def _chunks(jobs: Iterable[Outgoing], size: int) -> Iterator[list[Outgoing]]:
         yield part
 
 
+#: Enqueue/completion rates are counted in buckets of this many seconds, kept for RATE_BUCKETS + 2 of them.
+RATE_BUCKET_SECONDS = 10
+RATE_BUCKETS = 6
+
+
+def rate_key(queue: str, what: str, bucket: int) -> str:
+    """The counter of `what` (`enqueued` / `completed`) on `queue` in time bucket `bucket`."""
+    return f"sy:rate:{{{queue}}}:{what}:{bucket}"
+
+
+def count_rate(pipe: Any, queue: str, what: str, n: int = 1) -> None:
+    """Queue on `pipe` the count of `n` messages enqueued to / jobs completed on `queue` now."""
+    key = rate_key(queue, what, int(time.time()) // RATE_BUCKET_SECONDS)
+    pipe.incrby(key, n)
+    pipe.expire(key, RATE_BUCKET_SECONDS * (RATE_BUCKETS + 2))
+
+
 def _write(pipe: Any, namespace: str, jobs: list[Outgoing], wakeup: bool) -> None:
     """Queue on `pipe` what Dramatiq's `enqueue` command writes, one HSET + one RPUSH per queue for all `jobs`."""
     by_queue: dict[str, dict[str, bytes]] = {}
@@ -174,6 +191,7 @@ def _write(pipe: Any, namespace: str, jobs: list[Outgoing], wakeup: bool) -> Non
     for queue, messages in by_queue.items():
         pipe.hset(f"{namespace}:{queue}.msgs", mapping=messages)
         pipe.rpush(f"{namespace}:{queue}", *messages)
+        count_rate(pipe, queue, "enqueued", len(messages))
         if wakeup:
             pipe.publish(wake_channel(namespace, queue), b"1")
 

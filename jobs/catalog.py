@@ -73,6 +73,11 @@ class Target(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     #: Embedding targets: the provider shortens vectors on request (OpenAI's `dimensions` parameter).
     supports_dimensions: bool = False
 
+    @property
+    def name(self) -> str:
+        """How a target is named in events, metrics, breaker keys and the operators' views."""
+        return f"{self.provider}:{self.model}"
+
     def serves_dimensions(self, dimensions: int | None) -> bool:
         """Whether this target can return vectors of `dimensions` floats (None: its native size)."""
         if dimensions is None or dimensions == self.dimensions:
@@ -111,6 +116,14 @@ class Catalog:
             targets = [t for t in route.targets if t.provider in self.providers]
             if targets:
                 self.models[name] = msgspec.structs.replace(route, targets=targets)
+
+    def targets(self) -> dict[str, Target]:
+        """Every usable target by name (the first declaration of a name wins)."""
+        found: dict[str, Target] = {}
+        for route in self.models.values():
+            for target in route.targets:
+                found.setdefault(target.name, target)
+        return dict(sorted(found.items()))
 
     def names(self, mode: Mode) -> list[str]:
         """The routable models of a mode, sorted."""

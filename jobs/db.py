@@ -11,6 +11,8 @@ from jobs.settings import ROOT
 
 #: The whole schema; idempotent.
 SCHEMA_PATH = ROOT / "schema.sql"
+#: The `schema_version` this code needs (schema.sql's last statement writes it).
+SCHEMA_VERSION = 11
 
 # jsonb columns decode with msgspec (faster than the stdlib json module).
 set_json_loads(msgspec.json.decode)
@@ -37,6 +39,18 @@ async def ping(pool: AsyncConnectionPool) -> None:
     """Raise unless PostgreSQL answers a trivial query."""
     async with pool.connection() as conn:
         await conn.execute("SELECT 1")
+
+
+async def schema_version(pool: AsyncConnectionPool) -> int:
+    """The database's schema version (0: never migrated by a version that records it)."""
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT to_regclass('schema_version') IS NOT NULL")
+        row = await cur.fetchone()
+        if not row or not row[0]:
+            return 0
+        cur = await conn.execute("SELECT version FROM schema_version")
+        found = await cur.fetchone()
+    return int(found[0]) if found else 0
 
 
 def migrate(url: str) -> None:

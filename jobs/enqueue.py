@@ -118,6 +118,7 @@ async def submit(
     if not created:
         return Submitted(row, created=False)
     metrics.JOBS_SUBMITTED.labels(kind=row.kind, queue=queue).inc()
+    metrics.CREDITS.labels(operation="reserved").inc(reserve)
     # `queued` is published before the send so it is always seq 1, ahead of `started`.
     await send_after_commit(clients, row)
     return Submitted(row, created=True)

@@ -12,6 +12,8 @@
     ├── NotFound                      404: the object does not exist *for this caller*
     │   ├── UserNotFound              no such user (admin routes)
     │   ├── QueueNotFound             no such queue (admin routes)
+    │   ├── TargetNotFound            no such provider target (admin routes)
+    │   ├── DeadLetterNotFound        no such dead letter (admin routes)
     │   ├── UnknownPaymentProvider    no webhook for this payment provider
     │   ├── FileNotFound              no such file (or its stored bytes are gone)
     │   ├── BatchNotFound             no such batch
@@ -178,6 +180,18 @@ class QueueNotFound(NotFound):
     """No queue with this name."""
 
     code = "queue_not_found"
+
+
+class TargetNotFound(NotFound):
+    """No provider target with this name (`provider:model`) in the routes."""
+
+    code = "target_not_found"
+
+
+class DeadLetterNotFound(NotFound):
+    """No dead letter with this message id in this queue."""
+
+    code = "dead_letter_not_found"
 
 
 class UnknownPaymentProvider(NotFound):

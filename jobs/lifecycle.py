@@ -24,13 +24,16 @@ UPDATE matching nothing and does nothing else.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 from loguru import logger
 from psycopg import AsyncConnection
+from redis.exceptions import RedisError
 
 from jobs import credits, knowledge, metrics, store
+from jobs.broker import count_rate
 from jobs.clients import Clients
 from jobs.enqueue import insert_job_of, send_after_commit
 from jobs.errors import DeliveryFailed, JobCancelled, JobExpired, JobFinished, NotFound, SwitchyardError, error_body
@@ -116,6 +119,17 @@ async def abandon(clients: Clients, job_id: UUID, reason: str) -> store.JobRow |
 async def announce_end(clients: Clients, job: store.JobRow, status: Status, data: dict[str, Any]) -> None:
     """After the commit: count the finished job and publish its terminal event."""
     metrics.JOBS.labels(kind=job.kind, status=status).inc()
+    if job.started_at is not None:
+        metrics.JOB_DURATION.labels(kind=job.kind, status=status).observe(
+            max(0.0, (datetime.now(UTC) - job.started_at).total_seconds()))
+    if job.batch_id is not None:
+        metrics.BATCH_LINES.labels(status=status).inc()
+    try:
+        async with clients.redis.pipeline(transaction=False) as pipe:
+            count_rate(pipe, job.queue, "completed")
+            await pipe.execute()
+    except RedisError as exc:  # an operator's rate figure is not worth failing the ending for
+        logger.warning("could not count the completion: {}", exc)
     if job.batch_id is None:
         await clients.events.publish(job.id, job.owner_id, _END_EVENTS[status], data)
     logger.bind(job_id=str(job.id)).info("job {}", status)
@@ -143,6 +157,10 @@ async def _finish(clients: Clients, job: store.JobRow, status: Status, attempts:
             await clients.inflight.done(job.owner_id, job.id)
             await credits.settle(conn, job.owner_id, job.id, job.reserved_credits, charge,
                                  credits.ledger_model(job))
+    settled = min(charge, job.reserved_credits)
+    metrics.CREDITS.labels(operation="settled").inc(settled)
+    if job.batch_id is None:
+        metrics.CREDITS.labels(operation="released").inc(job.reserved_credits - settled)
     await send_after_commit(clients, callback)
     return True
 
@@ -155,11 +173,12 @@ async def _end_unfinished(clients: Clients,
         if row is None:
             return None
         # A batch line holds no reservation of its own (held = 0): its batch releases at the end.
-        await credits.release_all(conn, row.owner_id, row.id, await credits.held(conn, row.id),
-                                  credits.ledger_model(row))
+        held = await credits.held(conn, row.id)
+        await credits.release_all(conn, row.owner_id, row.id, held, credits.ledger_model(row))
         await _kind_ended(conn, row, Status(row.status), row.error)
         callback = await _insert_callback(clients, conn, row, Status(row.status), error=row.error)
         await clients.inflight.done(row.owner_id, row.id)
+    metrics.CREDITS.labels(operation="released").inc(held)
     await send_after_commit(clients, callback)
     await announce_end(clients, row, Status(row.status), {"error": row.error})
     return row

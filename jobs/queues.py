@@ -1,4 +1,4 @@
-"""Queue figures, worker heartbeats and dead-letter requeue, read from Dramatiq's Redis layout.
+"""Queue figures and dead letters (list, requeue, purge, hold), read from Dramatiq's Redis layout.
 
 Under the broker's namespace `ns` (see `dramatiq/brokers/redis/dispatch.lua`):
 
@@ -7,7 +7,9 @@ Under the broker's namespace `ns` (see `dramatiq/brokers/redis/dispatch.lua`):
     ns:<queue>.DQ.msgs                HASH  delayed messages (retries with back-off)
     ns:<queue>.XQ / .XQ.msgs          ZSET of dead-lettered ids (score: when) / HASH id -> message
     ns:__acks__.<worker>.<queue>      SET   ids a worker fetched and has not acked (in flight)
-    ns:__heartbeats__                 ZSET  worker id -> last heartbeat (ms)
+    ns:__heartbeats__                 ZSET  broker id -> last heartbeat (ms) (Dramatiq's; worker
+                                      processes' own beats are `jobs/pools.py`'s)
+    sy:rate:{<queue>}:<what>:<bucket> enqueued / completed counters per 10 s (`jobs/broker.py`)
 
 Every read SCANs or pipelines, so an operator's page never blocks Redis.
 Unfinished jobs per queue come from PostgreSQL's partial index of live jobs.
@@ -17,17 +19,19 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import dramatiq
 import msgspec
 from loguru import logger
 from psycopg_pool import AsyncConnectionPool
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
-from jobs.broker import wake_channel
+from jobs.broker import RATE_BUCKET_SECONDS, RATE_BUCKETS, rate_key, wake_channel
 from jobs.errors import QueueNotFound
 from jobs.states import Queue
 
@@ -38,30 +42,23 @@ class QueueStats(msgspec.Struct, frozen=True, kw_only=True):
     """One Dramatiq queue as Redis and PostgreSQL see it now."""
 
     name: str
-    #: Messages waiting to be fetched.
+    #: Messages waiting to be fetched (ready).
     depth: int
     #: Messages fetched by a worker and not yet acknowledged.
     in_flight: int
     #: Messages waiting out a retry back-off.
     delayed: int
-    #: Messages Dramatiq gave up on (kept 7 days; `POST .../requeue-dead` sends them back).
+    #: Messages Dramatiq gave up on (`GET .../dead-letters` lists them).
     dead_letters: int
     #: Unfinished jobs of this queue by status (finished ones are counted in `/metrics`).
     jobs: dict[str, int]
+    #: Age of the oldest ready message, in seconds (None: nothing waiting).
+    oldest_ready_seconds: float | None = None
     #: Age of the oldest queued job, in seconds.
     oldest_queued_seconds: float | None = None
-
-
-class WorkerBeat(msgspec.Struct, frozen=True, kw_only=True):
-    """One Dramatiq broker connection that beat recently (worker processes; also API and maintenance senders)."""
-
-    worker_id: str
-    last_heartbeat: datetime
-    age_ms: int
-    #: The last heartbeat is within `SWITCHYARD_HEARTBEAT_TIMEOUT_MS`; a dead worker's messages get requeued.
-    alive: bool
-    #: Messages it holds unacknowledged, by queue.
-    in_flight: dict[str, int]
+    #: Messages enqueued / jobs completed per second over the last minute.
+    enqueued_per_second: float = 0.0
+    completed_per_second: float = 0.0
 
 
 class Requeued(msgspec.Struct, frozen=True, kw_only=True):
@@ -71,6 +68,8 @@ class Requeued(msgspec.Struct, frozen=True, kw_only=True):
     requeued: int
     #: Dead letters left behind: unreadable bodies, or beyond `limit`.
     remaining: int
+    #: The jobs the requeued messages name.
+    job_ids: list[str] = []
 
 
 def queue_named(name: str) -> Queue:
@@ -112,14 +111,42 @@ async def in_flight(redis: Redis, namespace: str) -> dict[tuple[str, str], int]:
     return counts
 
 
+async def _rates(redis: Redis) -> dict[tuple[str, str], float]:
+    """Per (queue, what): events per second over the last minute (this bucket so far and the full ones before)."""
+    now = time.time()
+    current = int(now) // RATE_BUCKET_SECONDS
+    keys = [(str(q), what, current - i) for q in Queue for what in ("enqueued", "completed")
+            for i in range(RATE_BUCKETS)]
+    values = cast(list[bytes | None], await redis.mget([rate_key(q, w, b) for q, w, b in keys]))
+    sums: dict[tuple[str, str], float] = {}
+    for (q, w, _), value in zip(keys, values, strict=True):
+        sums[q, w] = sums.get((q, w), 0) + int(value or 0)
+    window = (RATE_BUCKETS - 1) * RATE_BUCKET_SECONDS + max(1.0, now - current * RATE_BUCKET_SECONDS)
+    return {k: round(v / window, 3) for k, v in sums.items()}
+
+
+def _message_age(body: bytes | None, now_ms: float) -> float | None:
+    try:
+        return round(max(0.0, now_ms - dramatiq.Message.decode(body).message_timestamp) / 1000, 3) if body else None
+    except Exception:
+        return None
+
+
 async def queue_stats(redis: Redis, pool: AsyncConnectionPool, namespace: str) -> list[QueueStats]:
-    """Every queue's Redis figures and its unfinished jobs by status."""
+    """Every queue's Redis figures, rates, and its unfinished jobs by status."""
     async with redis.pipeline(transaction=False) as pipe:
         for q in Queue:
             pipe.llen(f"{namespace}:{q}")
             pipe.hlen(f"{namespace}:{q}.DQ.msgs")
             pipe.zcard(f"{namespace}:{q}.XQ")
+            pipe.lindex(f"{namespace}:{q}", 0)
         figures = await pipe.execute()
+    heads = [figures[4 * i + 3] for i in range(len(Queue))]
+    async with redis.pipeline(transaction=False) as pipe:
+        for q, head in zip(Queue, heads, strict=True):
+            pipe.hget(f"{namespace}:{q}.msgs", head or b"-")
+        head_bodies = await pipe.execute()
+    rates = await _rates(redis)
     unacked: dict[str, int] = {}
     for (_worker, queue), n in (await in_flight(redis, namespace)).items():
         unacked[queue] = unacked.get(queue, 0) + n
@@ -138,28 +165,159 @@ async def queue_stats(redis: Redis, pool: AsyncConnectionPool, namespace: str) -
         jobs.setdefault(queue, {"queued": 0, "running": 0})[status] = count
         if status == "queued":
             oldest[queue] = round(float(age), 3)
+    now_ms = time.time() * 1000
     stats = []
     for i, q in enumerate(Queue):
-        depth, delayed, dead = figures[3 * i: 3 * i + 3]
-        stats.append(QueueStats(name=str(q), depth=depth, in_flight=unacked.get(str(q), 0), delayed=delayed,
-                                dead_letters=dead, jobs=jobs[str(q)], oldest_queued_seconds=oldest.get(str(q))))
+        depth, delayed, dead, _head = figures[4 * i: 4 * i + 4]
+        stats.append(QueueStats(
+            name=str(q), depth=depth, in_flight=unacked.get(str(q), 0), delayed=delayed, dead_letters=dead,
+            jobs=jobs[str(q)], oldest_ready_seconds=_message_age(head_bodies[i], now_ms) if depth else None,
+            oldest_queued_seconds=oldest.get(str(q)), enqueued_per_second=rates.get((str(q), "enqueued"), 0.0),
+            completed_per_second=rates.get((str(q), "completed"), 0.0),
+        ))
     return stats
 
 
-async def heartbeats(redis: Redis, namespace: str, timeout_ms: int) -> list[WorkerBeat]:
-    """Every broker connection in Dramatiq's heartbeat set, most recent first, with its unacked messages."""
-    beats = cast(list[tuple[bytes, float]], await redis.zrange(f"{namespace}:__heartbeats__", 0, -1,
-                                                                withscores=True))
-    unacked = await in_flight(redis, namespace)
-    now_ms = time.time() * 1000
-    found = []
-    for member, score in sorted(beats, key=lambda b: -b[1]):
-        worker_id, age = member.decode(), int(now_ms - score)
-        found.append(WorkerBeat(
-            worker_id=worker_id, last_heartbeat=datetime.fromtimestamp(score / 1000, UTC), age_ms=age,
-            alive=age <= timeout_ms, in_flight={q: n for (w, q), n in unacked.items() if w == worker_id},
+class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
+    """A message Dramatiq gave up on, and its job."""
+
+    message_id: str
+    queue: str
+    job_id: str | None
+    #: The job's kind and status now (None: no such job, e.g. a foreign message).
+    kind: str | None
+    status: str | None
+    owner_id: str | None
+    #: The last line of the exception that exhausted the retries.
+    error: str
+    retries: int
+    dead_at: datetime
+    #: Until then the job waits (still `queued`) for a requeue; after it, maintenance fails it
+    #: `delivery_failed` (`SWITCHYARD_DEAD_LETTER_HOLD_SECONDS`).
+    hold_until: datetime
+
+
+def _error_line(options: dict[str, Any]) -> str:
+    lines = [line for line in str(options.get("traceback") or "").strip().splitlines() if line.strip()]
+    return lines[-1].strip()[:500] if lines else "gave up"
+
+
+async def dead_letters(redis: Redis, pool: AsyncConnectionPool, namespace: str, queue: Queue, *,
+                       hold_seconds: float, limit: int, before: float | None = None) -> list[DeadLetter]:
+    """Dead letters of `queue`, newest first; `before` (ms since the epoch) pages."""
+    xq = f"{namespace}:{queue}.XQ"
+    top = f"({before}" if before is not None else "+inf"
+    members = cast(list[tuple[bytes, float]], await redis.zrevrangebyscore(xq, top, "-inf", start=0, num=limit,
+                                                                            withscores=True))
+    if not members:
+        return []
+    bodies = cast(list[bytes | None], await redis.hmget(f"{xq}.msgs", [m for m, _ in members]))
+    decoded: list[tuple[str, float, dramatiq.Message[Any] | None]] = []
+    for (member, score), body in zip(members, bodies, strict=True):
+        try:
+            message = dramatiq.Message.decode(body) if body else None
+        except Exception:
+            message = None
+        decoded.append((member.decode(), score, message))
+    job_ids = [str(m.args[0]) for _, _, m in decoded if m is not None and m.args]
+    known: dict[str, tuple[str, str, str]] = {}
+    if job_ids:
+        async with pool.connection() as conn:
+            cur = await conn.execute("SELECT id::text, kind, status, owner_id::text FROM jobs WHERE id::text = ANY(%s)",
+                                     (job_ids,))
+            known = {row[0]: (row[1], row[2], row[3]) for row in await cur.fetchall()}
+    letters = []
+    for message_id, score, message in decoded:
+        job_id = str(message.args[0]) if message is not None and message.args else None
+        kind, status, owner = known.get(job_id or "", (None, None, None))
+        options = message.options if message is not None else {}
+        dead_at = datetime.fromtimestamp(score / 1000, UTC)
+        letters.append(DeadLetter(
+            message_id=message_id, queue=str(queue), job_id=job_id, kind=kind, status=status, owner_id=owner,
+            error=_error_line(options) if message is not None else "unreadable message",
+            retries=int(options.get("retries", 0)), dead_at=dead_at,
+            hold_until=datetime.fromtimestamp(score / 1000 + hold_seconds, UTC),
         ))
-    return found
+    return letters
+
+
+def _held_key(queue: str) -> str:
+    """HASH job id -> dead-letter message id of the jobs held for a requeue (a retried message has its own id)."""
+    return f"sy:held:{{{queue}}}"
+
+
+def hold(redis: SyncRedis, queue: str, job_id: str, message_id: str) -> None:
+    """Mark `job_id` as held: its message is dead-lettered and the reconciler must not re-send it."""
+    redis.hset(_held_key(queue), job_id, message_id)
+
+
+async def _unhold(redis: Redis, queue: str, job_ids: list[str]) -> None:
+    for start in range(0, len(job_ids), 1000):
+        await redis.hdel(_held_key(queue), *job_ids[start:start + 1000])
+
+
+async def held_dead(redis: Redis, jobs: list[tuple[str, str]], *, namespace: str) -> set[str]:
+    """The job ids among (job id, queue) whose message is a held dead letter (not lost, not to be re-sent)."""
+    if not jobs:
+        return set()
+    async with redis.pipeline(transaction=False) as pipe:
+        for job_id, queue in jobs:
+            pipe.hexists(_held_key(queue), job_id)
+        found = await pipe.execute()
+    return {job_id for (job_id, _), held in zip(jobs, found, strict=True) if held}
+
+
+async def due_dead_letters(redis: Redis, namespace: str, hold_seconds: float) -> list[tuple[Queue, list[str]]]:
+    """Per queue, the job ids of dead letters whose hold ran out since the last call (maintenance fails them)."""
+    now_ms = int(time.time() * 1000)
+    upto = now_ms - int(hold_seconds * 1000)
+    due = []
+    for queue in Queue:
+        cursor_key = f"sy:dlq:swept:{{{queue}}}"
+        since = int(cast(bytes | None, await redis.get(cursor_key)) or 0)
+        ids = cast(list[bytes], await redis.zrangebyscore(f"{namespace}:{queue}.XQ", f"({since}", upto))
+        if ids:
+            bodies = cast(list[bytes | None], await redis.hmget(f"{namespace}:{queue}.XQ.msgs", ids))
+            jobs = []
+            for body in bodies:
+                try:
+                    message = dramatiq.Message.decode(body) if body else None
+                except Exception:
+                    message = None
+                if message is not None and message.args:
+                    jobs.append(str(message.args[0]))
+            await _unhold(redis, str(queue), jobs)
+            due.append((queue, jobs))
+        await redis.set(cursor_key, upto, ex=8 * 86400)
+    return due
+
+
+async def purge_dead(redis: Redis, namespace: str, queue: Queue, message_ids: list[str] | None = None) -> list[str]:
+    """Delete dead letters of `queue` (all, or `message_ids`); returns the job ids they named.
+
+    Their jobs must then be failed by the caller (a purge gives up on them).
+    """
+    xq, xq_msgs = f"{namespace}:{queue}.XQ", f"{namespace}:{queue}.XQ.msgs"
+    ids = [m.encode() for m in message_ids] if message_ids is not None else cast(
+        list[bytes], await redis.zrange(xq, 0, -1))
+    job_ids: list[str] = []
+    for start in range(0, len(ids), 1000):
+        part = ids[start:start + 1000]
+        bodies = cast(list[bytes | None], await redis.hmget(xq_msgs, part))
+        for body in bodies:
+            try:
+                message = dramatiq.Message.decode(body) if body else None
+            except Exception:
+                message = None
+            if message is not None and message.args:
+                job_ids.append(str(message.args[0]))
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(xq, *part)
+            pipe.hdel(xq_msgs, *part)
+            await pipe.execute()
+    await _unhold(redis, str(queue), job_ids)
+    logger.info("purged {} dead letters of {}", len(ids), queue)
+    return job_ids
 
 
 def _reset_for_requeue(body: bytes, queue: str) -> bytes | None:
@@ -172,8 +330,10 @@ def _reset_for_requeue(body: bytes, queue: str) -> bytes | None:
     return dataclasses.replace(message, queue_name=queue, options=options).encode()
 
 
-async def requeue_dead(redis: Redis, namespace: str, queue: Queue, limit: int) -> Requeued:
-    """Move up to `limit` dead letters of `queue` back to it, oldest first, with fresh retries.
+async def requeue_dead(redis: Redis, namespace: str, queue: Queue, limit: int,
+                       message_ids: list[str] | None = None,
+                       before_move: Callable[[list[str]], Awaitable[None]] | None = None) -> Requeued:
+    """Move up to `limit` dead letters of `queue` (or just `message_ids`) back to it, oldest first, with fresh retries.
 
     The messages only name their jobs: a job that already finished is not run
     again (the worker's claim turns the delivery into a no-op).
@@ -181,23 +341,38 @@ async def requeue_dead(redis: Redis, namespace: str, queue: Queue, limit: int) -
     xq, xq_msgs, live, live_msgs = (f"{namespace}:{queue}.XQ", f"{namespace}:{queue}.XQ.msgs",
                                     f"{namespace}:{queue}", f"{namespace}:{queue}.msgs")
     move = redis.register_script(_REQUEUE)
+
+    moved_jobs: list[str] = []
+
+    async def move_some(ids: list[bytes]) -> tuple[int, int]:
+        """(moved, unreadable) of one slice of ids."""
+        bodies = cast(list[bytes | None], await redis.hmget(xq_msgs, ids))
+        args: list[bytes] = []
+        job_ids: list[str] = []
+        for message_id, body in zip(ids, bodies, strict=True):
+            fresh = _reset_for_requeue(body, str(queue)) if body is not None else None
+            if fresh is not None:  # unreadable or bodiless: left for Dramatiq's dead-letter expiry
+                args += [message_id, fresh]
+                job_ids += [str(a) for a in dramatiq.Message.decode(fresh).args[:1]]
+        if job_ids and before_move is not None:
+            await before_move(job_ids)
+        moved = int(await move(keys=[xq, xq_msgs, live, live_msgs], args=args)) if args else 0
+        await _unhold(redis, str(queue), job_ids)
+        moved_jobs.extend(job_ids)
+        return moved, len(ids) - len(args) // 2
+
     requeued, offset = 0, 0
-    while requeued + offset < limit:
+    if message_ids is not None:
+        for start in range(0, min(len(message_ids), limit), 500):
+            requeued += (await move_some([m.encode() for m in message_ids[start:min(start + 500, limit)]]))[0]
+    while message_ids is None and requeued + offset < limit:
         ids = cast(list[bytes], await redis.zrange(xq, offset, offset + min(500, limit - requeued - offset) - 1))
         if not ids:
             break
-        bodies = cast(list[bytes | None], await redis.hmget(xq_msgs, ids))
-        args: list[bytes] = []
-        for message_id, body in zip(ids, bodies, strict=True):
-            fresh = _reset_for_requeue(body, str(queue)) if body is not None else None
-            if fresh is None:
-                offset += 1  # unreadable or bodiless: left for Dramatiq's dead-letter expiry
-                continue
-            args += [message_id, fresh]
-        if args:
-            requeued += int(await move(keys=[xq, xq_msgs, live, live_msgs], args=args))
+        moved, skipped = await move_some(ids)
+        requeued, offset = requeued + moved, offset + skipped
     if requeued:
         await redis.publish(wake_channel(namespace, str(queue)), b"1")
     remaining = int(await redis.zcard(xq))
     logger.info("requeued {} dead letters of {}", requeued, queue)
-    return Requeued(queue=str(queue), requeued=requeued, remaining=remaining)
+    return Requeued(queue=str(queue), requeued=requeued, remaining=remaining, job_ids=moved_jobs)

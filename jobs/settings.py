@@ -65,6 +65,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_attempts: int = 5
     #: Dramatiq redeliveries of a job whose run raised an unexpected (infrastructure) error.
     delivery_retries: int = 3
+    #: A dead-lettered job waits this long (still `queued`) for an operator's requeue before
+    #: maintenance fails it `delivery_failed` and releases its credits (0: fail it at once).
+    dead_letter_hold_seconds: float = 900.0
     #: Chaos testing only: a worker that claims a job whose input contains this text exits at once.
     chaos_crash_marker: str = ""
     #: Chaos testing only: ...or raises an unexpected error (as a database outage or a bug would).
@@ -92,6 +95,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Accounts and auth.
     #: HMAC key of access tokens (JWT HS256). Set it in production; the default is for development only.
     jwt_secret: str = DEV_JWT_SECRET
+    #: Rotation: access tokens signed with this former secret are still accepted (new ones are signed
+    #: with `jwt_secret`); drop it once `access_token_ttl_seconds` has passed.
+    jwt_previous_secret: str = ""
     access_token_ttl_seconds: int = 900
     refresh_token_ttl_seconds: int = 30 * 86_400
     #: Failed logins before an account / an IP address is locked out for `login_lockout_seconds`.

@@ -160,6 +160,48 @@ async def list_jobs(
         return await cur.fetchall()
 
 
+async def list_all_jobs(
+    pool: AsyncConnectionPool,
+    *,
+    owner_id: UUID | None = None,
+    status: str | None = None,
+    kind: str | None = None,
+    queue: str | None = None,
+    batch_id: str | None = None,
+    before: UUID | None = None,
+    limit: int = 50,
+) -> list[JobRow]:
+    """Jobs of every user (operators), newest first, filtered; `before` is the cursor."""
+    async with pool.connection() as conn, conn.cursor(row_factory=_job_row) as cur:
+        await cur.execute(
+            f"""
+            SELECT {_COLUMNS} FROM jobs
+            WHERE (%(owner)s::uuid IS NULL OR owner_id = %(owner)s)
+              AND (%(status)s::text IS NULL OR status = %(status)s)
+              AND (%(kind)s::text IS NULL OR kind = %(kind)s)
+              AND (%(queue)s::text IS NULL OR queue = %(queue)s)
+              AND (%(batch)s::text IS NULL OR batch_id = %(batch)s)
+              AND (%(before)s::uuid IS NULL OR id < %(before)s)
+            ORDER BY id DESC
+            LIMIT %(limit)s
+            """,
+            {"owner": owner_id, "status": status, "kind": kind, "queue": queue, "batch": batch_id,
+             "before": before, "limit": limit},
+        )
+        return await cur.fetchall()
+
+
+async def grant_attempts(pool: AsyncConnectionPool, job_ids: list[str], extra: int) -> int:
+    """Give unfinished jobs `extra` more claims before quarantine (an operator requeued them); how many."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "UPDATE jobs SET max_attempts = attempts + %s"
+            " WHERE id = ANY(%s::uuid[]) AND status IN ('queued', 'running')",
+            (extra, job_ids),
+        )
+        return cur.rowcount
+
+
 async def list_attempts(pool: AsyncConnectionPool, job_id: UUID) -> list[AttemptRow]:
     """Every provider call made for a job, oldest first."""
     async with pool.connection() as conn, conn.cursor(row_factory=kwargs_row(AttemptRow)) as cur:

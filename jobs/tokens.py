@@ -65,8 +65,7 @@ def encode_access_token(settings: Settings, user_id: UUID, role: str, tier: str)
 def decode_access_token(settings: Settings, token: str) -> AccessClaims:
     """Verify signature, expiry and type of an access token. Raises InvalidToken."""
     try:
-        claims = jwt.decode(token, settings.jwt_secret, algorithms=[ALGORITHM],
-                            options={"require": ["sub", "exp", "iat", "jti"]})
+        claims = _decode(settings, token)
         if claims.get("typ") != "access":
             raise InvalidToken("not an access token")
         return AccessClaims(user_id=UUID(claims["sub"]), role=str(claims.get("role", "user")),
@@ -75,6 +74,18 @@ def decode_access_token(settings: Settings, token: str) -> AccessClaims:
         raise InvalidToken("the access token has expired; refresh it or log in again") from None
     except (jwt.PyJWTError, ValueError, TypeError):
         raise InvalidToken("the access token is invalid") from None
+
+
+def _decode(settings: Settings, token: str) -> dict[str, Any]:
+    """The verified claims, signed with the current secret or (during a rotation) the previous one."""
+    try:
+        return jwt.decode(token, settings.jwt_secret, algorithms=[ALGORITHM],
+                          options={"require": ["sub", "exp", "iat", "jti"]})
+    except jwt.InvalidSignatureError:
+        if not settings.jwt_previous_secret:
+            raise
+        return jwt.decode(token, settings.jwt_previous_secret, algorithms=[ALGORITHM],
+                          options={"require": ["sub", "exp", "iat", "jti"]})
 
 
 def _hash(secret: str) -> bytes:

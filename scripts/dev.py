@@ -33,6 +33,25 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+async def _dev_password(database_url: str, password_file: Path) -> str:
+    """The dev admin's dashboard password: generated once, kept in the data dir (dev only)."""
+    import secrets
+
+    import psycopg
+
+    from jobs.accounts import find_user, set_password_hash
+    from jobs.passwords import hash_password
+
+    password = password_file.read_text().strip() if password_file.exists() else secrets.token_urlsafe(12)
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        user_id = await find_user(conn, DEV_ADMIN)
+        assert user_id is not None, "the dev admin is created first"
+        await set_password_hash(conn, user_id, await hash_password(password))
+    password_file.write_text(password + "\n")
+    password_file.chmod(0o600)
+    return password
+
+
 async def _dev_key(database_url: str, key_file: Path) -> str:
     """The dev admin's API key: created once, kept in the data dir (dev only)."""
     import psycopg
@@ -95,7 +114,7 @@ def _stop(procs: dict[str, subprocess.Popen[bytes]], grace: float = 15) -> None:
             proc.wait()
 
 
-def _banner(port: int, key: str) -> str:
+def _banner(port: int, key: str, password: str) -> str:
     base = f"http://127.0.0.1:{port}"
     body = ('{"kind":"chat.completion","input":{"model":"sim-small","stream":true,'
             '"messages":[{"role":"user","content":"Tell me about switchyards"}]}}')
@@ -103,6 +122,7 @@ def _banner(port: int, key: str) -> str:
 Switchyard is up.
   API      {base}        docs: {base}/docs
   API key  {key}   (dev admin {DEV_ADMIN})
+  Operator dashboard  {base}/admin   (log in as {DEV_ADMIN} / {password})
 
 Submit a job and stream its events:
   export SY_KEY={key}
@@ -148,14 +168,15 @@ def run_dev(args: argparse.Namespace) -> None:
 
         migrate(env["DATABASE_URL"])
         key = asyncio.run(_dev_key(env["DATABASE_URL"], data_dir / "dev-api-key"))
+        password = asyncio.run(_dev_password(env["DATABASE_URL"], data_dir / "dev-admin-password"))
         py = [sys.executable, "-m"]
         procs["simulator"] = _spawn("simulator", [*py, "scripts.simulator", "--port", str(args.simulator_port)], env)
         procs["api"] = _spawn("api", [*py, "api.cli", "api", "--port", str(args.port)], env)
-        procs["worker"] = _spawn("worker", [*py, "api.cli", "worker", "--processes", str(args.processes),
-                                            "--threads", str(args.threads)], env)
+        procs["worker"] = _spawn("worker", [*py, "api.cli", "worker", "--pool", "dev", "--processes",
+                                            str(args.processes), "--threads", str(args.threads)], env)
         procs["maintenance"] = _spawn("maintenance", [*py, "api.cli", "maintenance"], env)
         _wait_ready(f"http://127.0.0.1:{args.port}/readyz", procs)
-        print(_banner(args.port, key), flush=True)
+        print(_banner(args.port, key, password), flush=True)
         while all(p.poll() is None for p in procs.values()):
             time.sleep(0.5)
         dead = [name for name, p in procs.items() if p.poll() is not None]

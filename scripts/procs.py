@@ -95,9 +95,12 @@ def start_api(env: dict[str, str], port: int, log_dir: Path, name: str = "api") 
 
 
 def start_worker(env: dict[str, str], log_dir: Path, name: str = "worker", processes: int = 1,
-                 threads: int = 4, queues: list[str] | None = None) -> Process:
+                 threads: int = 4, queues: list[str] | None = None, pool: str | None = None) -> Process:
+    """A worker pool (`switchyard worker`), once one of its processes is ready."""
     args = [sys.executable, "-m", "api.cli", "worker", "--processes", str(processes),
             "--threads", str(threads)]
+    if pool:
+        args += ["--pool", pool]
     if queues:
         args += ["--queues", *queues]
     env = {**env, "SWITCHYARD_WORKER_METRICS_PORT": str(free_port())}

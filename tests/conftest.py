@@ -103,6 +103,8 @@ def stack_env(servers: dict[str, str], simulator_url: str,
         "SWITCHYARD_CHAOS_CRASH_MARKER": CRASH_MARKER,
         "SWITCHYARD_CHAOS_ERROR_MARKER": ERROR_MARKER,
         "SWITCHYARD_DELIVERY_RETRIES": "1",
+        # Dead letters fail their jobs a second after the fact (tests/test_operators.py holds them longer).
+        "SWITCHYARD_DEAD_LETTER_HOLD_SECONDS": "1",
         # Per-key limits are tested on API processes of their own (tests/test_credits.py).
         "SWITCHYARD_RATE_LIMIT_RPM_FREE": "1000000",
         "SWITCHYARD_MAX_CONCURRENT_JOBS_FREE": "1000000",
@@ -124,8 +126,8 @@ def stack(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
     log_dir = tmp_path_factory.mktemp("logs")
     port = free_port()
     api = start_api(stack_env, port, log_dir)
-    worker = start_worker(stack_env, log_dir, queues=INTERACTIVE_LANES)
-    bulk_worker = start_worker(stack_env, log_dir, name="bulk-worker", queues=[str(Queue.CHAT_BULK)])
+    worker = start_worker(stack_env, log_dir, queues=INTERACTIVE_LANES, pool="interactive")
+    bulk_worker = start_worker(stack_env, log_dir, name="bulk-worker", queues=[str(Queue.CHAT_BULK)], pool="bulk")
     maintenance = start_maintenance(stack_env, log_dir)
     stack = Stack(env=stack_env, settings=settings_from(stack_env), api_url=f"http://127.0.0.1:{port}",
                   simulator_url=stack_env["SIMULATOR_URL"], log_dir=log_dir, api=api, worker=worker,

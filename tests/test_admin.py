@@ -130,20 +130,28 @@ async def test_grant_validation(admin_client: httpx.AsyncClient, user: User) -> 
 async def test_queues_and_workers_show_the_running_worker(
     admin_client: httpx.AsyncClient, stack: Stack
 ) -> None:
-    job = (await admin_client.post("/v1/jobs", json=chat_job("[[sim: ttft_ms=2500]] hold the worker"))).json()
+    job = (await admin_client.post("/v1/jobs", json=chat_job("[[sim: ttft_ms=5000]] hold the worker"))).json()
     await wait_for_status(admin_client, job["id"], {"running"})
     queues = (await admin_client.get("/v1/admin/queues")).json()["data"]
     assert [q["name"] for q in queues] == [str(q) for q in Queue]
     chat = next(q for q in queues if q["name"] == "chat")
     assert chat["in_flight"] >= 1 and chat["jobs"]["running"] >= 1
-    assert {"depth", "delayed", "dead_letters", "oldest_queued_seconds"} <= set(chat)
+    assert {"depth", "delayed", "dead_letters", "oldest_queued_seconds", "oldest_ready_seconds",
+            "enqueued_per_second", "completed_per_second"} <= set(chat)
+    assert chat["enqueued_per_second"] > 0  # at least our job, in the last minute
 
     workers = (await admin_client.get("/v1/admin/workers")).json()
     timeout = workers["heartbeat_timeout_ms"]
     assert timeout == stack.settings.heartbeat_timeout_ms
-    busy = [w for w in workers["data"] if w["in_flight"].get("chat")]
+    deadline = time.monotonic() + timeout / 1000
+    while not (busy := [w for w in workers["data"] if w["worker"]["in_flight"] and "chat" in w["worker"]["queues"]]):
+        assert time.monotonic() < deadline, workers
+        await asyncio.sleep(0.2)
+        workers = (await admin_client.get("/v1/admin/workers")).json()
     assert len(busy) == 1, workers  # the session's worker process, holding our job
     assert busy[0]["alive"] and 0 <= busy[0]["age_ms"] <= timeout
+    assert busy[0]["worker"]["pool"] == "interactive" and busy[0]["worker"]["concurrency"] == 4
+    assert {p["pool"] for p in workers["pools"]} >= {"interactive", "bulk"}
     assert (await wait_for_status(admin_client, job["id"]))["status"] == "succeeded"
 
 
@@ -152,6 +160,7 @@ async def test_requeue_dead_moves_dead_letters_back_to_the_queue(
 ) -> None:
     job = (await client.post("/v1/jobs", json=chat_job("dead letter me"))).json()
     done = await wait_for_status(client, job["id"])
+    dead_before = redis_client.zcard(f"{NS}:chat.XQ")
     # A dead letter exactly as Dramatiq's `nack` leaves it: id in the XQ zset, body in the XQ hash.
     mid = str(uuid.uuid4())
     message = dramatiq.Message(queue_name="chat", actor_name="run_job:chat", args=(job["id"],), kwargs={},
@@ -160,11 +169,11 @@ async def test_requeue_dead_moves_dead_letters_back_to_the_queue(
     redis_client.hset(f"{NS}:chat.XQ.msgs", mid, message.encode())
 
     queues = (await admin_client.get("/v1/admin/queues")).json()["data"]
-    assert next(q for q in queues if q["name"] == "chat")["dead_letters"] == 1
+    assert next(q for q in queues if q["name"] == "chat")["dead_letters"] == dead_before + 1
 
-    resp = await admin_client.post("/v1/admin/queues/chat/requeue-dead")
+    resp = await admin_client.post("/v1/admin/queues/chat/dead-letters/requeue", json={"message_ids": [mid]})
     assert resp.status_code == 200, resp.text
-    assert resp.json() == {"queue": "chat", "requeued": 1, "remaining": 0}
+    assert resp.json() == {"queue": "chat", "requeued": 1, "remaining": dead_before, "job_ids": [job["id"]]}
     assert redis_client.zscore(f"{NS}:chat.XQ", mid) is None
     assert not redis_client.hexists(f"{NS}:chat.XQ.msgs", mid)
     # The worker received it (its claim found the job finished and did nothing) and acked it.

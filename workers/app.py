@@ -19,14 +19,14 @@ from jobs.kinds import LANES
 from jobs.logging import setup_logging
 from jobs.settings import get_settings
 from workers.execute import run_job
-from workers.middleware import FailDeadLetters, WarmUp
+from workers.middleware import FailDeadLetters, Heartbeat, WarmUp
 from workers.runtime import get_runtime
 
 settings = get_settings()
 setup_logging(settings, "worker")
 
 broker = make_broker(settings, middleware=[
-    *(m() for m in default_middleware), AsyncIO(), WarmUp(), FailDeadLetters(), Prometheus(),
+    *(m() for m in default_middleware), AsyncIO(), WarmUp(), FailDeadLetters(), Heartbeat(), Prometheus(),
 ])
 dramatiq.set_broker(broker)
 

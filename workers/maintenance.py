@@ -23,7 +23,7 @@ from uuid import UUID
 import anyio.to_thread
 from loguru import logger
 
-from jobs import batches, lifecycle, metrics, store, sweeps
+from jobs import batches, lifecycle, metrics, queues, store, sweeps
 from jobs.broker import NAMESPACE, WakeupRedisBroker, make_broker, send_jobs, unsent
 from jobs.catalog import load_catalog
 from jobs.clients import Clients
@@ -49,12 +49,26 @@ async def resend_lost(clients: Clients) -> int:
     # A queue with nothing waiting cannot hold a message that is merely waiting its turn: its queued
     # jobs' messages are lost, or stranded in a consumer that dropped its prefetch (a Redis blip).
     empty = {queue for queue in {q for _, q in queued} if not await clients.redis.llen(f"{NAMESPACE}:{queue}")}
+    # A dead letter's job waits for an operator's requeue (or its hold to run out): not lost.
+    held = await queues.held_dead(clients.redis, queued, namespace=NAMESPACE)
+    queued = [job for job in queued if job[0] not in held]
     lost += [job for job in queued if job[1] in empty]
     lost += await unsent(clients.redis, [job for job in queued if job[1] not in empty])
     await send_jobs(clients.redis, lost, wakeup=clients.settings.dispatch_wakeup)
     for job_id, queue in lost:
         logger.bind(job_id=job_id).warning("re-sent a job whose message was lost (queue {})", queue)
     return len(lost)
+
+
+async def fail_held_dead_letters(clients: Clients) -> int:
+    """Fail the jobs of dead letters nobody requeued within `SWITCHYARD_DEAD_LETTER_HOLD_SECONDS`."""
+    hold = clients.settings.dead_letter_hold_seconds
+    failed = 0
+    for queue, job_ids in await queues.due_dead_letters(clients.redis, NAMESPACE, hold):
+        for job_id in job_ids:
+            reason = f"dead-lettered on {queue} and not requeued within {hold:g} s"
+            failed += await lifecycle.abandon(clients, UUID(job_id), reason) is not None
+    return failed
 
 
 def broker_upkeep(broker: WakeupRedisBroker) -> dict[str, int]:
@@ -115,6 +129,7 @@ async def run_forever(settings: Settings, broker: WakeupRedisBroker) -> None:
             for name, step in (("broker upkeep", lambda: anyio.to_thread.run_sync(broker_upkeep, broker)),
                                ("reservation sweep", reservations.sweep),
                                ("reconciler", lambda: resend_lost(clients)),
+                               ("dead letters", lambda: fail_held_dead_letters(clients)),
                                ("batches", tracker.tick)):
                 try:
                     await step()

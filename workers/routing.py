@@ -23,15 +23,18 @@ attempts of the target that produced the result count for usage.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Generic, TypeVar
 
 from loguru import logger
+from redis.exceptions import RedisError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from jobs import metrics, store
 from jobs.catalog import Mode, Target
+from jobs.circuits import CircuitBreakers, record_call
 from jobs.errors import (
     AllTargetsFailed,
     ContextTooLong,
@@ -45,7 +48,6 @@ from jobs.kinds import ChatCompletionInput, EmbeddingInput, Usage
 from jobs.ratelimit import RateLimiter
 from jobs.states import EventType
 from workers.chat_call import call_target
-from workers.circuit import CircuitBreakers
 from workers.embed_call import embed_target
 from workers.providers.base import ChatOutcome, EmbedOutcome, estimate_tokens
 from workers.runtime import Runtime
@@ -58,7 +60,7 @@ R = TypeVar("R")
 
 def target_name(target: Target) -> str:
     """How a target is named in events, metrics and breaker keys."""
-    return f"{target.provider}:{target.model}"
+    return target.name
 
 
 class RouteWalk(Generic[T]):
@@ -137,12 +139,16 @@ class RouteWalk(Generic[T]):
         try:
             outcome = await once(min(target.timeout_seconds, self.remaining()))
         except ProviderError as exc:
+            with contextlib.suppress(RedisError):
+                await record_call(self.rt.redis, name, ok=False, tokens=tokens)
             if isinstance(exc, ProviderOverloaded) and await self.breakers.failure(name, granted):
                 metrics.CIRCUIT_OPENED.labels(target=name).inc()
                 logger.warning("circuit opened for {}", name)
             await self.failed(name, exc)
             raise
         await self.breakers.success(name, granted)
+        with contextlib.suppress(RedisError):
+            await record_call(self.rt.redis, name, ok=True, tokens=tokens)
         return outcome
 
     async def _spend_budget(self, target: Target, name: str, tokens: int) -> None:

@@ -15,13 +15,15 @@ from typing import Any, TypeVar
 
 from dramatiq.asyncio import get_event_loop_thread
 
+from jobs import metrics
 from jobs.catalog import Catalog, load_catalog
+from jobs.circuits import CircuitBreakers
 from jobs.clients import Clients
 from jobs.ratelimit import RateLimiter
 from jobs.redis import async_client
 from jobs.settings import Settings, get_settings
+from jobs.states import Queue
 from workers.cancel_watcher import CancelWatcher
-from workers.circuit import CircuitBreakers
 from workers.providers import build_providers
 from workers.providers.base import Provider
 
@@ -48,6 +50,7 @@ class Runtime(Clients):
 async def create_runtime(settings: Settings) -> Runtime:
     """Connect everything a worker needs."""
     catalog = load_catalog(settings)
+    metrics.declare(queues=[str(q) for q in Queue], targets=list(catalog.targets()))
     redis = async_client(settings.redis_url)
     runtime = await Runtime.connect(
         settings, pool_size=(1, max(4, settings.worker_threads + 2)), redis=redis,

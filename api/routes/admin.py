@@ -7,7 +7,7 @@ figures and requeues are `jobs/queues.py`'s; this module only speaks HTTP.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
@@ -16,20 +16,22 @@ from litestar.di import Provide
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 
+from api import operators
 from api.auth import client_ip, provide_admin
 from api.idempotency import accepted_job, fingerprint
+from api.operators import Purged, WorkerList
 from api.paging import Page, one_more, page
 from api.state import Services
 from api.views import JobView
-from jobs import audit, queues
-from jobs.accounts import Principal, user_exists
+from jobs import audit, queues, store
+from jobs.accounts import Principal, UserSummary, list_users
 from jobs.audit import AuditEntry
-from jobs.enqueue import submit
-from jobs.errors import UserNotFound
-from jobs.ids import uuid7
-from jobs.kinds import Credits, GrantInput, GrantJob
-from jobs.queues import QueueStats, Requeued, WorkerBeat
-from jobs.states import Kind
+from jobs.circuits import TargetState
+from jobs.errors import NotFound
+from jobs.events import Event
+from jobs.kinds import Credits
+from jobs.queues import DeadLetter, QueueStats, Requeued
+from jobs.states import Kind, Queue, Status
 
 
 class AuditList(Page[AuditEntry, int], frozen=True, kw_only=True):
@@ -52,12 +54,56 @@ class QueueList(msgspec.Struct, frozen=True, kw_only=True):
     object: str = "list"
 
 
-class WorkerList(msgspec.Struct, frozen=True, kw_only=True):
-    """Workers, most recent heartbeat first."""
+class DeadLetterList(msgspec.Struct, frozen=True, kw_only=True):
+    """A page of a queue's dead letters, newest first; `next_before` pages on (ms since the epoch)."""
 
-    data: list[WorkerBeat]
-    heartbeat_timeout_ms: int
+    data: list[DeadLetter]
+    hold_seconds: float
+    next_before: float | None = None
     object: str = "list"
+
+
+class RequeueDead(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """`POST .../dead-letters/requeue`: these messages, or (none given) up to `limit` oldest first."""
+
+    message_ids: Annotated[list[str], msgspec.Meta(max_length=10_000)] | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 10_000
+
+
+class PurgeDead(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """`POST .../dead-letters/purge`: these messages, or (none given) every dead letter of the queue."""
+
+    message_ids: Annotated[list[str], msgspec.Meta(max_length=10_000)] | None = None
+
+
+class EventList(msgspec.Struct, frozen=True, kw_only=True):
+    """A job's stored events, in order."""
+
+    data: list[Event]
+    object: str = "list"
+
+
+class AdminJobList(Page[JobView, str], frozen=True, kw_only=True):
+    """A page of jobs of every user; `next_cursor` is the last job's id."""
+
+
+class UserList(Page[UserSummary, str], frozen=True, kw_only=True):
+    """A page of users with their balances."""
+
+
+class ProviderList(msgspec.Struct, frozen=True, kw_only=True):
+    """Every target in the routes: circuit state and recent use."""
+
+    data: list[TargetState]
+    object: str = "list"
+
+
+class ForceCircuit(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """`POST /v1/admin/providers/{target}/circuit`: `open` skips the target, `closed` ignores its failures,
+    `auto` hands it back to the breaker (reset)."""
+
+    state: Literal["open", "closed", "auto"]
+    reason: Annotated[str, msgspec.Meta(max_length=500)] = ""
 
 
 class AdminController(Controller):
@@ -83,32 +129,108 @@ class AdminController(Controller):
         user is 404 `user_not_found`.
         """
         bound_to = fingerprint(idempotency_key, data)
-        async with services.pool.connection() as conn:
-            if not await user_exists(conn, data.user_id):
-                raise UserNotFound(f"no user {data.user_id}")
-        grant = GrantInput(user_id=data.user_id, credits=data.credits, reason=data.reason,
-                           reference=f"grant:{uuid7()}", granted_by=admin.user_id)
-        outcome = await submit(services, GrantJob(input=grant), owner_id=admin.user_id,
-                               idempotency_key=idempotency_key, fingerprint=bound_to)
-        response = accepted_job(outcome, bound_to, Kind.BILLING_GRANT)
-        if outcome.created:
-            async with services.pool.connection() as conn:
-                await audit.audit(conn, "admin.grant", actor_id=admin.user_id, target=str(data.user_id),
-                                  ip=client_ip(request), job_id=str(outcome.job.id), credits=data.credits,
-                                  reason=data.reason, reference=grant.reference)
-        return response
+        outcome = await operators.grant(services, client_ip(request), admin, data.user_id, data.credits, data.reason,
+                                        idempotency_key=idempotency_key, fingerprint=bound_to)
+        return accepted_job(outcome, bound_to, Kind.BILLING_GRANT)
 
     @get("/queues", summary="Queues: depth, in flight, delayed, dead letters, jobs")
     async def queues(self, services: Services, admin: Principal) -> QueueList:
         """Every queue's Redis figures and its unfinished jobs by status."""
         return QueueList(data=await queues.queue_stats(services.redis, services.pool, services.broker.namespace))
 
-    @get("/workers", summary="Workers and their heartbeats")
+    @get("/workers", summary="Worker processes and pools")
     async def workers(self, services: Services, admin: Principal) -> WorkerList:
-        """Every broker connection in Dramatiq's heartbeat set, alive or not, with its unacked messages."""
-        timeout = services.settings.heartbeat_timeout_ms
-        return WorkerList(data=await queues.heartbeats(services.redis, services.broker.namespace, timeout),
-                          heartbeat_timeout_ms=timeout)
+        """Every worker process that beat recently (stale ones marked `alive: false`), and per-pool totals."""
+        return await operators.worker_list(services)
+
+    @get("/queues/{queue:str}/dead-letters", summary="A queue's dead letters")
+    async def dead_letters(
+        self,
+        queue: str,
+        services: Services,
+        admin: Principal,
+        before: float | None = None,
+        limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
+    ) -> DeadLetterList:
+        """Dead letters newest first: message and job id, kind, the job's status, the error, when, held until."""
+        hold = services.settings.dead_letter_hold_seconds
+        letters = await queues.dead_letters(services.redis, services.pool, services.broker.namespace,
+                                            queues.queue_named(queue), hold_seconds=hold, limit=limit, before=before)
+        last = letters[-1].dead_at.timestamp() * 1000 if len(letters) == limit else None
+        return DeadLetterList(data=letters, hold_seconds=hold, next_before=last)
+
+    @post("/queues/{queue:str}/dead-letters/requeue", status_code=200, summary="Requeue dead letters")
+    async def requeue_dead_letters(self, request: Request[Any, Any, Any], queue: str, data: RequeueDead,
+                                   services: Services, admin: Principal) -> Requeued:
+        """Send dead letters back to their queue with fresh retries: the given ones, or up to `limit` oldest first.
+
+        A held job (still `queued`) runs again; one whose hold ran out already failed and is not re-run.
+        """
+        return await operators.requeue(services, client_ip(request), admin, queue, data.message_ids, data.limit)
+
+    @post("/queues/{queue:str}/dead-letters/purge", status_code=200, summary="Purge dead letters")
+    async def purge_dead_letters(self, request: Request[Any, Any, Any], queue: str, data: PurgeDead,
+                                 services: Services, admin: Principal) -> Purged:
+        """Delete dead letters (given ones, or all) and fail their held jobs `delivery_failed`, releasing credits."""
+        return await operators.purge(services, client_ip(request), admin, queue, data.message_ids)
+
+    @get("/jobs", summary="Jobs of every user")
+    async def jobs(
+        self,
+        services: Services,
+        admin: Principal,
+        status: Status | None = None,
+        kind: Kind | None = None,
+        queue: Queue | None = None,
+        user_id: UUID | None = None,
+        batch_id: str | None = None,
+        cursor: UUID | None = None,
+        limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
+    ) -> AdminJobList:
+        """Jobs newest first, filtered by status, kind, queue, owner or batch."""
+        rows = await store.list_all_jobs(services.pool, owner_id=user_id, status=status, kind=kind, queue=queue,
+                                         batch_id=batch_id, before=cursor, limit=one_more(limit))
+        return page(AdminJobList, [JobView.of(r) for r in rows], limit, lambda v: v.id)
+
+    @get("/jobs/{job_id:uuid}", summary="Any job, with its attempts")
+    async def job(self, job_id: UUID, services: Services, admin: Principal) -> JobView:
+        """One job of any user, with every provider call it made (its events: `GET /v1/admin/jobs/{id}/events`)."""
+        row = await store.get_job(services.pool, job_id, None)
+        if row is None:
+            raise NotFound(f"job {str(job_id)!r} not found")
+        return JobView.of(row, await store.list_attempts(services.pool, row.id))
+
+    @get("/jobs/{job_id:uuid}/events", summary="Replay any job's events")
+    async def job_events(self, job_id: UUID, services: Services, admin: Principal,
+                         after: Annotated[int, Parameter(ge=0)] = 0) -> EventList:
+        """The job's stored events after sequence `after` (the replay stream a client would get)."""
+        if await store.get_job(services.pool, job_id, None) is None:
+            raise NotFound(f"job {str(job_id)!r} not found")
+        return EventList(data=await services.events.replay(job_id, after=after))
+
+    @get("/providers", summary="Provider targets: circuits, error rates, RPM/TPM")
+    async def providers(self, services: Services, admin: Principal) -> ProviderList:
+        """Every target in the routes with its circuit state, 5-minute error rate and last-minute RPM/TPM use."""
+        return ProviderList(data=await operators.provider_states(services))
+
+    @post("/providers/{target:str}/circuit", status_code=200, summary="Force a target's circuit")
+    async def force_circuit(self, request: Request[Any, Any, Any], target: str, data: ForceCircuit,
+                            services: Services, admin: Principal) -> TargetState:
+        """Force the circuit `open` (maintenance: fallback takes over), `closed`, or back to `auto`."""
+        return await operators.force(services, client_ip(request), admin, target, data.state, data.reason)
+
+    @get("/users", summary="Users and their credits")
+    async def users(
+        self,
+        services: Services,
+        admin: Principal,
+        email: Annotated[str | None, Parameter(max_length=200)] = None,
+        cursor: UUID | None = None,
+        limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
+    ) -> UserList:
+        """Users newest first (optionally those whose e-mail contains `email`), with balance and reserved credits."""
+        rows = await list_users(services.pool, email=email, before=cursor, limit=one_more(limit))
+        return page(UserList, rows, limit, lambda u: str(u.id))
 
     @post("/queues/{queue:str}/requeue-dead", status_code=200, summary="Requeue a queue's dead letters")
     async def requeue_dead(
@@ -121,14 +243,9 @@ class AdminController(Controller):
     ) -> Requeued:
         """Move up to `limit` dead-lettered messages back to their queue, oldest first, with fresh retries.
 
-        The messages only name their jobs: a job that already finished is not
-        run again (the worker's claim turns the delivery into a no-op).
+        The same as `POST .../dead-letters/requeue` with only a `limit`.
         """
-        done = await queues.requeue_dead(services.redis, services.broker.namespace, queues.queue_named(queue), limit)
-        async with services.pool.connection() as conn:
-            await audit.audit(conn, "admin.requeue", actor_id=admin.user_id, target=done.queue,
-                              ip=client_ip(request), requeued=done.requeued, remaining=done.remaining)
-        return done
+        return await operators.requeue(services, client_ip(request), admin, queue, None, limit)
 
     @get("/audit", summary="The audit log")
     async def audit_log(

@@ -10,7 +10,7 @@ from litestar import Response, get
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from api.state import Services
-from jobs.db import ping
+from jobs.db import SCHEMA_VERSION, ping, schema_version
 
 
 @get("/healthz", tags=["ops"], summary="Liveness")
@@ -23,15 +23,31 @@ async def _check(name: str, probe: Awaitable[Any]) -> tuple[str, str]:
     try:
         await asyncio.wait_for(probe, 2.0)
         return name, "ok"
+    except SchemaBehind as exc:
+        return name, f"error: {exc}"
     except Exception as exc:
         return name, f"error: {type(exc).__name__}"
 
 
-@get("/readyz", tags=["ops"], summary="Readiness: PostgreSQL and Redis reachable")
+async def _schema(services: Services) -> None:
+    found = await schema_version(services.pool)
+    if found < SCHEMA_VERSION:
+        raise SchemaBehind(f"database schema {found}, this version needs {SCHEMA_VERSION}: run `switchyard migrate`")
+
+
+class SchemaBehind(Exception):
+    """The database was not migrated to the version this code needs."""
+
+
+@get("/readyz", tags=["ops"], summary="Readiness: PostgreSQL, Redis and the schema version")
 async def readyz(services: Services) -> Response[dict[str, Any]]:
-    """200 when PostgreSQL and Redis answer, else 503 naming the one that does not."""
+    """200 when PostgreSQL and Redis answer and the schema is at least this version's, else 503 naming what fails.
+
+    A newer schema (migrated ahead of a rolling upgrade) is fine: migrations only add.
+    """
     checks = dict(await asyncio.gather(_check("postgres", ping(services.pool)),
-                                       _check("redis", services.redis.ping())))
+                                       _check("redis", services.redis.ping()),
+                                       _check("schema", _schema(services))))
     ready = all(v == "ok" for v in checks.values())
     return Response(
         {"status": "ok" if ready else "unavailable", "checks": checks},

@@ -1,22 +1,43 @@
-"""`GET /metrics`: Prometheus exposition of this API process (plus queue depths)."""
+"""`GET /metrics`: Prometheus exposition of the API (every process of it in multiprocess mode).
+
+Queue figures and circuit states are read from Redis at scrape time, so they
+are current whichever process answers. With `PROMETHEUS_MULTIPROC_DIR` set
+(`switchyard api` sets it), the figures of every API process on this host
+are merged; files of processes that died are cleaned up at each start.
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from litestar import Response, get
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
+from api import operators
 from api.state import Services
-from jobs import metrics
-from jobs.queues import depths
+from jobs import metrics, queues
+from jobs.circuits import GAUGE_VALUE
+
+
+async def sample(services: Services) -> None:
+    """Set the gauges that describe Redis, not this process: queues and circuits."""
+    for stats in await queues.queue_stats(services.redis, services.pool, services.broker.namespace):
+        metrics.QUEUE_DEPTH.labels(queue=stats.name).set(stats.depth)
+        metrics.QUEUE_DEAD_LETTERS.labels(queue=stats.name).set(stats.dead_letters)
+        metrics.QUEUE_OLDEST_READY.labels(queue=stats.name).set(stats.oldest_ready_seconds or 0)
+    for state in await operators.provider_states(services):
+        metrics.CIRCUIT_STATE.labels(target=state.target).set(GAUGE_VALUE[state.state])
 
 
 @get("/metrics", tags=["ops"], summary="Prometheus metrics", include_in_schema=False)
 async def prometheus_metrics(services: Services) -> Response[bytes]:
-    """Metrics in Prometheus text format; queue depths are read from Redis at scrape time."""
-    for queue, depth in (await depths(services.redis, services.broker.namespace)).items():
-        metrics.QUEUE_DEPTH.labels(queue=queue).set(depth)
+    """Metrics in Prometheus text format."""
+    await sample(services)
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from workers.middleware.dead_letters import FailDeadLetters
+from workers.middleware.heartbeat import Heartbeat
 from workers.middleware.warm_up import WarmUp
 
-__all__ = ["FailDeadLetters", "WarmUp"]
+__all__ = ["FailDeadLetters", "Heartbeat", "WarmUp"]

@@ -1,0 +1,94 @@
+"""Each worker process beats its identity into Redis (`jobs/pools.py`) so operators see pools, not guesses."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from importlib.metadata import PackageNotFoundError, version
+
+import dramatiq
+from dramatiq.broker import MessageProxy
+from dramatiq.middleware import Middleware
+from loguru import logger
+
+from jobs import metrics, pools
+from jobs.settings import get_settings
+
+#: `switchyard worker --pool NAME` sets it; without it a pool is named by its queues.
+POOL_ENV = "SWITCHYARD_POOL"
+
+
+def _version() -> str:
+    try:
+        return version("switchyard")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "unknown"
+
+
+class Heartbeat(Middleware):
+    """Beats every third of the heartbeat timeout from a daemon thread; counts jobs in flight."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._in_flight: set[str] = set()
+        self._processed = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._record: pools.WorkerBeat | None = None
+
+    def after_process_boot(self, broker: dramatiq.Broker) -> None:
+        # A sibling that crashed left its live-gauge files; this start is a good moment to drop them.
+        if reaped := metrics.reap_dead_processes():
+            logger.info("dropped the metrics of dead worker processes {}", reaped)
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        declared = worker.consumer_whitelist or broker.get_declared_queues()
+        queues = sorted(q for q in declared if not q.endswith((".DQ", ".XQ")))
+        host, pid = socket.gethostname(), os.getpid()
+        self._record = pools.WorkerBeat(
+            id=f"{host}:{pid}", host=host, pid=pid, pool=os.environ.get(POOL_ENV) or "+".join(queues),
+            queues=queues, concurrency=worker.worker_threads, in_flight=0, processed=0, version=_version(),
+            started_at=pools.now(), last_beat=pools.now(), broker_id=getattr(broker, "broker_id", ""),
+        )
+        self._thread = threading.Thread(target=self._run, args=(broker,), name="switchyard-heartbeat", daemon=True)
+        self._thread.start()
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self._stop.set()
+        if self._record is not None:
+            try:
+                pools.leave(broker.client, self._record.id)  # type: ignore[attr-defined]
+            except Exception as exc:  # Redis down at shutdown: the record goes stale, then expires
+                logger.warning("could not remove this worker's heartbeat: {}", exc)
+
+    def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        with self._lock:
+            self._in_flight.add(message.message_id)
+
+    def after_process_message(self, broker: dramatiq.Broker, message: MessageProxy, *,
+                              result: object = None, exception: BaseException | None = None) -> None:
+        with self._lock:
+            if message.message_id in self._in_flight:  # a message skipped before this middleware saw it is not
+                self._in_flight.discard(message.message_id)
+                self._processed += 1
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        self.after_process_message(broker, message)
+
+    def _run(self, broker: dramatiq.Broker) -> None:
+        timeout_ms = get_settings().heartbeat_timeout_ms
+        interval = max(0.2, timeout_ms / 3000)
+        while True:
+            assert self._record is not None
+            with self._lock:
+                record = pools.WorkerBeat(**{
+                    **{f: getattr(self._record, f) for f in self._record.__struct_fields__},
+                    "in_flight": len(self._in_flight), "processed": self._processed, "last_beat": pools.now(),
+                })
+            try:
+                pools.beat(broker.client, record, timeout_ms)  # type: ignore[attr-defined]
+            except Exception as exc:  # Redis restarting: try again next beat
+                logger.warning("heartbeat failed: {}", exc)
+            if self._stop.wait(interval):
+                return

@@ -13,6 +13,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from loguru import logger
 
+from api import dashboard
 from api.auth import provide_principal, provide_services
 from api.errors import openapi_error_table, problem_handler
 from api.middleware import request_id_middleware
@@ -67,6 +68,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware=[request_id_middleware],
         exception_handlers={Exception: problem_handler},
         request_max_body_size=settings.max_body_bytes,
+        # The operator dashboard (/admin): its templates, and CSRF checks on its form posts only.
+        template_config=dashboard.template_config(),
+        csrf_config=dashboard.csrf_config(settings),
         openapi_config=OpenAPIConfig(
             title="Switchyard",
             version="0.1.0",

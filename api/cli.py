@@ -32,7 +32,7 @@ from typing import Annotated, Literal
 import typer
 
 from api.cli_client import batch_app, chat
-from jobs.settings import get_settings
+from jobs.settings import get_settings, use_prometheus_dir
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def _api(args: ProcessArgs) -> None:
     settings = get_settings()
     # Every API process on this host writes its metrics to one directory and `/metrics` merges
     # them (prometheus_client's multiprocess mode), so a scrape is right whichever process answers.
-    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="switchyard-api-prom-"))
+    use_prometheus_dir(tempfile.mkdtemp(prefix="switchyard-api-prom-"))
     uvicorn.run(
         "api.app:create_app", factory=True, host=args.host or settings.api_host,
         port=args.port or settings.api_port, workers=args.workers, access_log=False,
@@ -86,7 +86,7 @@ def _worker(args: ProcessArgs) -> None:
         os.putenv(name, value)
     pool, extra = _take_option(args.rest, "--pool")
     if pool:
-        os.putenv("SWITCHYARD_POOL", pool)  # read by each worker process's heartbeat
+        os.putenv("SWITCHYARD_POOL", pool)  # the `pool` setting of each worker process (heartbeats)
     if "--worker-shutdown-timeout" not in extra:
         # SIGTERM drains: in-flight jobs get this long to finish before the pool exits.
         extra = [*extra, "--worker-shutdown-timeout", str(int(settings.shutdown_grace_seconds * 1000))]
@@ -228,16 +228,16 @@ def worker_ready(
     if not settings.redis_url:
         raise SystemExit("REDIS_URL is not set")
     try:
-        live = live_on_host(sync_client(settings.redis_url), socket.gethostname(), settings.heartbeat_timeout_ms)
+        beating = live_on_host(sync_client(settings.redis_url), socket.gethostname(), settings.heartbeat_timeout_ms)
     except Exception as exc:
         print(f"{'alive' if live else 'not ready'}: Redis: {type(exc).__name__}")
         # A restart would not bring Redis back; it would only cut the jobs in flight.
         raise typer.Exit(0 if live else 1) from None
-    if not live:
+    if not beating:
         print(f"not ready: no worker process of {socket.gethostname()} beat in the last "
               f"{settings.heartbeat_timeout_ms} ms")
         raise typer.Exit(1)
-    print(f"ready: {len(live)} worker process(es)")
+    print(f"ready: {len(beating)} worker process(es)")
 
 
 _pass_through("simulator", "The provider simulator (development tool; `switchyard simulator --help`).")

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from jobs.settings import prometheus_dir
+
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 HTTP_REQUESTS = Counter(
@@ -94,7 +96,7 @@ def reap_dead_processes(directory: str | None = None) -> list[int]:
     """
     from prometheus_client import multiprocess
 
-    directory = directory or os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    directory = directory or prometheus_dir()
     if not directory or not Path(directory).is_dir():
         return []
     pids = {int(m.group(1)) for f in Path(directory).glob("*.db") if (m := re.search(r"_(\d+)\.db$", f.name))}

@@ -57,6 +57,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     shutdown_grace_seconds: float = 30.0
     #: Publish a wake-up on enqueue so idle consumers fetch at once (see jobs/broker.py).
     dispatch_wakeup: bool = True
+    #: This worker pool's name in heartbeats and on the dashboard (`switchyard worker --pool` sets it;
+    #: empty: the pool is named by its queues).
+    pool: str = ""
     #: Dramatiq's notion of a dead worker (ms without a heartbeat); its messages are then requeued.
     heartbeat_timeout_ms: int = 10_000
     #: How long a running job may go without renewing its lease before it can be reclaimed.
@@ -218,3 +221,20 @@ def settings_from(env: dict[str, str]) -> Settings:
 def get_settings() -> Settings:
     """The process-wide settings, read from the environment once."""
     return settings_from(dict(os.environ))
+
+
+#: prometheus_client's multiprocess directory: its own variable, read when it is imported.
+PROMETHEUS_DIR_VAR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def prometheus_dir() -> str | None:
+    """This process's metrics directory in multiprocess mode (None: single-process metrics)."""
+    return os.environ.get(PROMETHEUS_DIR_VAR) or None
+
+
+def use_prometheus_dir(path: str) -> str:
+    """Multiprocess metrics for this process and its children (before prometheus_client is imported).
+
+    An operator's own directory wins; returns the one in use.
+    """
+    return os.environ.setdefault(PROMETHEUS_DIR_VAR, path)

@@ -22,6 +22,7 @@ from uuid import UUID
 import jwt
 import msgspec
 from psycopg import AsyncConnection
+from redis.asyncio import Redis
 
 from jobs.audit import audit
 from jobs.errors import InvalidRefreshToken, InvalidToken, RefreshTokenReused
@@ -167,3 +168,18 @@ async def revoke(conn: AsyncConnection[Any], refresh_token: str) -> UUID | None:
         if owner is not None:
             await _revoke_family(conn, owner[0])
     return owner[1] if owner else None
+
+
+def _revoked_key(jti: str) -> str:
+    return f"sy:revoked:{jti}"
+
+
+async def revoke_signed(redis: Redis, jti: str, expires_at: int) -> None:
+    """Refuse the signed token `jti` until it would have expired anyway (a logout)."""
+    ttl = max(1, expires_at - int(time.time()))
+    await redis.set(_revoked_key(jti), b"1", ex=ttl)
+
+
+async def is_revoked(redis: Redis, jti: str) -> bool:
+    """Whether `jti` was revoked."""
+    return bool(await redis.exists(_revoked_key(jti)))

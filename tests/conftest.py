@@ -192,6 +192,20 @@ async def client(stack: Stack, user: User) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
+def no_lockouts(redis_client: redis.Redis) -> Iterator[None]:
+    """No login lockout before or after the test (failed logins of tests all come from 127.0.0.1)."""
+
+    def clear() -> None:
+        keys = list(redis_client.scan_iter("login:fail:*"))
+        if keys:
+            redis_client.delete(*keys)
+
+    clear()
+    yield
+    clear()
+
+
+@pytest.fixture
 def redis_client(servers: dict[str, str]) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(servers["REDIS_URL"])
     yield client

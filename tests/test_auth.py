@@ -7,14 +7,13 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import jwt
 import psycopg
 import pytest
-import redis
 import websockets
 
 from jobs.accounts import KEY_PREFIX
@@ -26,18 +25,8 @@ from tests.test_cli import run_cli
 PASSWORD = "correct horse battery"
 
 
-@pytest.fixture(autouse=True)
-def _no_lockouts(redis_client: redis.Redis) -> Iterator[None]:
-    """Every test starts unlocked and leaves no failed logins behind (they all come from 127.0.0.1)."""
-
-    def clear() -> None:
-        keys = list(redis_client.scan_iter("login:fail:*"))
-        if keys:
-            redis_client.delete(*keys)
-
-    clear()
-    yield
-    clear()
+#: Failed logins all come from 127.0.0.1: every test starts unlocked and leaves none behind.
+pytestmark = pytest.mark.usefixtures("no_lockouts")
 
 
 @pytest.fixture

@@ -253,10 +253,10 @@ def test_switchyard_is_the_console_script() -> None:
     assert scripts.get("switchyard") == "api.cli:main"
 
 
-def test_pool_variable_matches_the_heartbeat() -> None:
-    from workers.middleware.heartbeat import POOL_ENV as HEARTBEAT_POOL_ENV
+def test_pool_variable_is_the_pool_setting() -> None:
+    from jobs.settings import ENV
 
-    assert HEARTBEAT_POOL_ENV == POOL_ENV
+    assert ENV["pool"] == POOL_ENV
 
 
 def test_worker_command_names_its_pool(monkeypatch: pytest.MonkeyPatch) -> None:

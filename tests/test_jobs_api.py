@@ -162,7 +162,7 @@ async def test_health_readiness_and_openapi(stack: Stack) -> None:
     async with httpx.AsyncClient(base_url=stack.api_url) as anon:
         assert (await anon.get("/healthz")).json() == {"status": "ok"}
         ready = (await anon.get("/readyz")).json()
-        assert ready["checks"] == {"postgres": "ok", "redis": "ok"}
+        assert ready["checks"] == {"postgres": "ok", "redis": "ok", "schema": "ok"}
         schema = (await anon.get("/docs/openapi.json")).json()
         assert "/v1/jobs" in schema["paths"]
         assert (await anon.get("/docs")).status_code == 200

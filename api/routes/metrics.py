@@ -8,7 +8,6 @@ are merged; files of processes that died are cleaned up at each start.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from litestar import Response, get
@@ -18,6 +17,7 @@ from api import operators
 from api.state import Services
 from jobs import metrics, queues
 from jobs.circuits import GAUGE_VALUE
+from jobs.settings import prometheus_dir
 
 
 async def sample(services: Services) -> None:
@@ -34,7 +34,7 @@ async def sample(services: Services) -> None:
 async def prometheus_metrics(services: Services) -> Response[bytes]:
     """Metrics in Prometheus text format."""
     await sample(services)
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if prometheus_dir():
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

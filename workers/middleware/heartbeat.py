@@ -15,9 +15,6 @@ from loguru import logger
 from jobs import metrics, pools
 from jobs.settings import get_settings
 
-#: `switchyard worker --pool NAME` sets it; without it a pool is named by its queues.
-POOL_ENV = "SWITCHYARD_POOL"
-
 
 def _version() -> str:
     try:
@@ -47,7 +44,7 @@ class Heartbeat(Middleware):
         queues = sorted(q for q in declared if not q.endswith((".DQ", ".XQ")))
         host, pid = socket.gethostname(), os.getpid()
         self._record = pools.WorkerBeat(
-            id=f"{host}:{pid}", host=host, pid=pid, pool=os.environ.get(POOL_ENV) or "+".join(queues),
+            id=f"{host}:{pid}", host=host, pid=pid, pool=get_settings().pool or "+".join(queues),
             queues=queues, concurrency=worker.worker_threads, in_flight=0, processed=0, version=_version(),
             started_at=pools.now(), last_beat=pools.now(), broker_id=getattr(broker, "broker_id", ""),
         )

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
 import msgspec
@@ -30,13 +30,15 @@ from psycopg_pool import AsyncConnectionPool
 
 from jobs import credits, files, store
 from jobs.catalog import Route
-from jobs.chunking import Chunk
 from jobs.clients import Clients
 from jobs.enqueue import insert_reserved, send_after_commit
 from jobs.errors import FileNotSearchable, SwitchyardError
 from jobs.ids import uuid7
 from jobs.kinds import FileProcessInput, FileProcessJob
 from jobs.settings import Settings
+
+if TYPE_CHECKING:  # the chunker's tokenizer tables load only in processes that chunk (files workers)
+    from jobs.chunking import Chunk
 
 #: Purposes whose files are processed for search when uploaded.
 SEARCH_PURPOSES = ("assistants", "user_data")

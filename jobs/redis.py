@@ -16,14 +16,23 @@ from redis.exceptions import ConnectionError, TimeoutError
 _RETRIES = 4
 
 
-def async_client(url: str) -> redis.asyncio.Redis:
-    """An asyncio client for `url`."""
+#: Connections one process may open at once. redis-py's asyncio pool fails the call after its
+#: limit at once ("Too many connections"); this pool makes the call wait for a free connection
+#: instead (up to `_POOL_WAIT_SECONDS`), so a burst of streams slows down rather than errs.
+MAX_CONNECTIONS = 1_000
+_POOL_WAIT_SECONDS = 20.0
+
+
+def async_client(url: str, max_connections: int = MAX_CONNECTIONS) -> redis.asyncio.Redis:
+    """An asyncio client for `url`, with a bounded pool that waits for a free connection."""
     from redis.asyncio.retry import Retry
 
-    return redis.asyncio.Redis.from_url(
-        url, retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), _RETRIES),
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=_POOL_WAIT_SECONDS,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), _RETRIES),
         retry_on_error=[ConnectionError, TimeoutError], health_check_interval=30,
     )
+    return redis.asyncio.Redis.from_pool(pool)
 
 
 def sync_client(url: str) -> redis.Redis:

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -86,12 +87,21 @@ def wait_log(proc: Process, needle: str, timeout: float = 60) -> None:
     raise RuntimeError(f"{proc.name} never logged {needle!r}:\n{proc.log()[-4000:]}")
 
 
+def _once_ready(proc: Process, wait: Callable[[], None]) -> Process:
+    """`proc` after `wait()` returned; a process that never got ready is killed, not leaked."""
+    try:
+        wait()
+    except BaseException:
+        proc.kill()
+        raise
+    return proc
+
+
 def start_api(env: dict[str, str], port: int, log_dir: Path, name: str = "api") -> Process:
     """An API process on `port`, once it is ready."""
     proc = Process(name, [sys.executable, "-m", "api.cli", "api", "--port", str(port)], env, log_dir)
     proc.env_port = port
-    wait_http(f"http://127.0.0.1:{port}/readyz", proc)
-    return proc
+    return _once_ready(proc, lambda: wait_http(f"http://127.0.0.1:{port}/readyz", proc))
 
 
 def start_worker(env: dict[str, str], log_dir: Path, name: str = "worker", processes: int = 1,
@@ -105,11 +115,9 @@ def start_worker(env: dict[str, str], log_dir: Path, name: str = "worker", proce
         args += ["--queues", *queues]
     env = {**env, "SWITCHYARD_WORKER_METRICS_PORT": str(free_port())}
     proc = Process(name, args, env, log_dir)
-    wait_log(proc, "Worker process is ready for action")
-    return proc
+    return _once_ready(proc, lambda: wait_log(proc, "Worker process is ready for action"))
 
 
 def start_maintenance(env: dict[str, str], log_dir: Path) -> Process:
     proc = Process("maintenance", [sys.executable, "-m", "api.cli", "maintenance"], env, log_dir)
-    wait_log(proc, "maintenance loop running")
-    return proc
+    return _once_ready(proc, lambda: wait_log(proc, "maintenance loop running"))

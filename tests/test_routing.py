@@ -212,3 +212,30 @@ async def test_worker_and_api_metrics_are_exposed(client: httpx.AsyncClient, sta
     assert 'switchyard_provider_attempts_total{outcome="ok",target="sim:sim-small"}' in worker_metrics
     assert 'switchyard_jobs_total{kind="chat.completion",status="succeeded"}' in worker_metrics
     assert "dramatiq_messages_total" in worker_metrics
+
+
+@pytest.mark.parametrize("provider_kind", ["openai", "anthropic", "ollama"])
+async def test_our_own_failure_mid_stream_is_not_blamed_on_the_provider(stack: Stack, provider_kind: str) -> None:
+    """A delta we cannot publish (Redis out of connections) surfaces as itself: no provider error, no circuit."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from jobs.kinds import Message
+    from workers.providers.anthropic import AnthropicProvider
+    from workers.providers.base import TargetRequest
+    from workers.providers.ollama import OllamaProvider
+    from workers.providers.openai import OpenAIProvider
+
+    sim = stack.env["SIMULATOR_URL"]
+    provider = {"openai": lambda: OpenAIProvider("sim", base_url=f"{sim}/v1", api_key="sim"),
+                "anthropic": lambda: AnthropicProvider("sim-anthropic", base_url=sim, api_key="sim"),
+                "ollama": lambda: OllamaProvider("sim-ollama", base_url=sim)}[provider_kind]()
+    request = TargetRequest(model="sim-small", messages=[Message(role="user", content="hello there")], max_tokens=16)
+    seen: list[str] = []
+
+    async def publish(text: str) -> None:
+        seen.append(text)
+        raise RedisConnectionError("Too many connections")
+
+    with pytest.raises(RedisConnectionError, match="Too many connections"):
+        await provider.chat(request, on_delta=publish)
+    assert len(seen) == 1  # the first delta arrived from the provider; our side failed on it

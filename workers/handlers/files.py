@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import anyio
 
-from jobs import chunking, credits, extract, files, knowledge, store
+from jobs import credits, files, knowledge, store
 from jobs.errors import FileHasNoText, FileNotFound
 from jobs.kinds import EmbeddingInput, FileProcessInput, FileProcessResult
 from jobs.states import EventType
@@ -30,6 +30,10 @@ async def _read(rt: Runtime, row: files.FileRow) -> bytes:
 
 async def run(rt: Runtime, job: store.JobRow, input: FileProcessInput, attempts: list[store.AttemptRow]) -> Outcome:
     """Extract, chunk and embed the file; its chunks are stored when the job succeeds."""
+    # Imported here: pypdf, python-docx and the tokenizer tables cost ~85 MB, which only processes
+    # that really run file jobs should pay (every worker imports every handler).
+    from jobs import chunking, extract
+
     publish = publisher(rt, job)
     settings = rt.settings
     row = await files.get_file(rt.pool, input.file_id, job.owner_id)

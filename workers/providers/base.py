@@ -131,12 +131,27 @@ def map_sdk_error(exc: BaseException, sdk: ModuleType, context_error: Callable[[
     return classify_transport(exc)
 
 
+class OwnSideFailure(Exception):
+    """Our own code failed inside a provider call (publishing a delta to Redis, say): not the provider's fault."""
+
+    def __init__(self, original: Exception) -> None:
+        super().__init__(str(original))
+        self.original = original
+
+
 async def guarded(call: Awaitable[T], map_error: Callable[[Exception], ProviderError]) -> T:
-    """Await one adapter call, translating whatever escapes the SDK into our error tree (once, here)."""
+    """Await one adapter call, translating whatever escapes the SDK into our error tree (once, here).
+
+    A failure of our own side (`OwnSideFailure`) passes through as the original error: it must
+    neither count against the provider's circuit nor move the job to a fallback target; the job
+    is handed back and its delivery retried, as for any infrastructure error.
+    """
     try:
         return await call
     except ProviderError:
         raise
+    except OwnSideFailure as exc:
+        raise exc.original from None
     except Exception as exc:
         raise map_error(exc) from exc
 
@@ -157,7 +172,10 @@ class StreamedText:
         if self.ttft_ms is None:
             self.ttft_ms = (time.perf_counter() - self.started) * 1000
         self.parts.append(text)
-        await self.on_delta(text)
+        try:
+            await self.on_delta(text)
+        except Exception as exc:
+            raise OwnSideFailure(exc) from exc
 
     @property
     def text(self) -> str:

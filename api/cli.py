@@ -67,6 +67,7 @@ def _api(args: ProcessArgs) -> None:
         "api.app:create_app", factory=True, host=args.host or settings.api_host,
         port=args.port or settings.api_port, workers=args.workers, access_log=False,
         log_config=None, ws_ping_interval=20, timeout_graceful_shutdown=10,
+        proxy_headers=True, forwarded_allow_ips=settings.forwarded_allow_ips,
         # Longer than common client pool idle timeouts (httpx: 5 s), so the server never closes a
         # connection the client is about to reuse.
         timeout_keep_alive=65,

@@ -75,6 +75,7 @@ from jobs.openai_format import (
     embedding_job,
     openai_page,
 )
+from jobs.queues import held_dead
 from jobs.states import EventType, Queue
 
 #: The endpoints a batch may target.
@@ -799,6 +800,8 @@ class Tracker:
             cur = await conn.execute("SELECT id, queue FROM jobs WHERE batch_id = %s AND status = 'queued'",
                                      (batch.id,))
             queued = [(str(job_id), queue) for job_id, queue in await cur.fetchall()]
+        held = await held_dead(redis, queued, namespace=NAMESPACE)  # dead letters wait for an operator
+        queued = [job for job in queued if job[0] not in held]
         if queued:
             await send_jobs(redis, queued, wakeup=self.clients.settings.dispatch_wakeup)
             logger.bind(batch_id=batch.id).warning("batch stalled with its lane empty: re-sent {} queued lines",

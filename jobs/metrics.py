@@ -9,6 +9,7 @@ port, next to Dramatiq's own `dramatiq_*` metrics.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -36,7 +37,7 @@ QUEUE_WAIT = Histogram(
     "switchyard_queue_wait_seconds", "Time from submission to the first claim.", ["queue"], buckets=_LATENCY_BUCKETS
 )
 QUEUE_DEPTH = Gauge(
-    "switchyard_queue_depth", "Messages waiting in each queue (sampled by maintenance).", ["queue"],
+    "switchyard_queue_depth", "Messages waiting in each queue (sampled at scrape and by maintenance).", ["queue"],
     multiprocess_mode="mostrecent",
 )
 PROVIDER_LATENCY = Histogram(
@@ -105,7 +106,9 @@ def reap_dead_processes(directory: str | None = None) -> list[int]:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            multiprocess.mark_process_dead(pid, directory)
+            # Siblings starting together reap the same files: whoever is second finds them gone.
+            with contextlib.suppress(FileNotFoundError):
+                multiprocess.mark_process_dead(pid, directory)
             dead.append(pid)
         except PermissionError:
             pass  # alive, someone else's

@@ -125,11 +125,23 @@ async def _rates(redis: Redis) -> dict[tuple[str, str], float]:
     return {k: round(v / window, 3) for k, v in sums.items()}
 
 
-def _message_age(body: bytes | None, now_ms: float) -> float | None:
+def _decode(body: bytes | None) -> dramatiq.Message[Any] | None:
+    """A stored message, or None when it is missing or unreadable."""
     try:
-        return round(max(0.0, now_ms - dramatiq.Message.decode(body).message_timestamp) / 1000, 3) if body else None
+        return dramatiq.Message.decode(body) if body else None
     except Exception:
         return None
+
+
+def _job_of(body: bytes | None) -> str | None:
+    """The job id a stored message names (our messages carry it as their only argument)."""
+    message = _decode(body)
+    return str(message.args[0]) if message is not None and message.args else None
+
+
+def _message_age(body: bytes | None, now_ms: float) -> float | None:
+    message = _decode(body)
+    return round(max(0.0, now_ms - message.message_timestamp) / 1000, 3) if message is not None else None
 
 
 async def queue_stats(redis: Redis, pool: AsyncConnectionPool, namespace: str) -> list[QueueStats]:
@@ -192,6 +204,8 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     error: str
     retries: int
     dead_at: datetime
+    #: `dead_at` in ms since the epoch: the `before` cursor of the next page.
+    dead_at_ms: int
     #: Until then the job waits (still `queued`) for a requeue; after it, maintenance fails it
     #: `delivery_failed` (`SWITCHYARD_DEAD_LETTER_HOLD_SECONDS`).
     hold_until: datetime
@@ -212,13 +226,7 @@ async def dead_letters(redis: Redis, pool: AsyncConnectionPool, namespace: str, 
     if not members:
         return []
     bodies = cast(list[bytes | None], await redis.hmget(f"{xq}.msgs", [m for m, _ in members]))
-    decoded: list[tuple[str, float, dramatiq.Message[Any] | None]] = []
-    for (member, score), body in zip(members, bodies, strict=True):
-        try:
-            message = dramatiq.Message.decode(body) if body else None
-        except Exception:
-            message = None
-        decoded.append((member.decode(), score, message))
+    decoded = [(member.decode(), score, _decode(body)) for (member, score), body in zip(members, bodies, strict=True)]
     job_ids = [str(m.args[0]) for _, _, m in decoded if m is not None and m.args]
     known: dict[str, tuple[str, str, str]] = {}
     if job_ids:
@@ -235,7 +243,7 @@ async def dead_letters(redis: Redis, pool: AsyncConnectionPool, namespace: str, 
         letters.append(DeadLetter(
             message_id=message_id, queue=str(queue), job_id=job_id, kind=kind, status=status, owner_id=owner,
             error=_error_line(options) if message is not None else "unreadable message",
-            retries=int(options.get("retries", 0)), dead_at=dead_at,
+            retries=int(options.get("retries", 0)), dead_at=dead_at, dead_at_ms=int(score),
             hold_until=datetime.fromtimestamp(score / 1000 + hold_seconds, UTC),
         ))
     return letters
@@ -257,67 +265,91 @@ async def _unhold(redis: Redis, queue: str, job_ids: list[str]) -> None:
 
 
 async def held_dead(redis: Redis, jobs: list[tuple[str, str]], *, namespace: str) -> set[str]:
-    """The job ids among (job id, queue) whose message is a held dead letter (not lost, not to be re-sent)."""
+    """The job ids among (job id, queue) held for a requeue: their dead letter is still in the queue's XQ.
+
+    A hold whose dead letter is gone (requeued, purged, or never really dead-lettered) is dropped here,
+    so a stale hold can never hide a lost message from the reconciler.
+    """
     if not jobs:
         return set()
     async with redis.pipeline(transaction=False) as pipe:
         for job_id, queue in jobs:
-            pipe.hexists(_held_key(queue), job_id)
-        found = await pipe.execute()
-    return {job_id for (job_id, _), held in zip(jobs, found, strict=True) if held}
+            pipe.hget(_held_key(queue), job_id)
+        message_ids = cast(list[bytes | None], await pipe.execute())
+    holds = [(job, mid) for job, mid in zip(jobs, message_ids, strict=True) if mid is not None]
+    if not holds:
+        return set()
+    async with redis.pipeline(transaction=False) as pipe:
+        for (_job_id, queue), mid in holds:
+            pipe.zscore(f"{namespace}:{queue}.XQ", mid)
+        scores = await pipe.execute()
+    held, stale = set(), []
+    for ((job_id, queue), _mid), score in zip(holds, scores, strict=True):
+        if score is None:
+            stale.append((job_id, queue))
+        else:
+            held.add(job_id)
+    for job_id, queue in stale:
+        await redis.hdel(_held_key(queue), job_id)
+    return held
 
 
-async def due_dead_letters(redis: Redis, namespace: str, hold_seconds: float) -> list[tuple[Queue, list[str]]]:
-    """Per queue, the job ids of dead letters whose hold ran out since the last call (maintenance fails them)."""
-    now_ms = int(time.time() * 1000)
-    upto = now_ms - int(hold_seconds * 1000)
-    due = []
+async def take_expired_holds(redis: Redis, namespace: str, hold_seconds: float) -> list[tuple[Queue, str, str]]:
+    """Take (queue, job id, message id) of the holds that ran out; the caller fails those jobs.
+
+    Taking is an HDEL, so of a requeue, a purge and this sweep only one ever owns a held job; a hold
+    whose dead letter is gone is dropped. Give a job back with `hold_again` if failing it did not work.
+    """
+    cutoff = time.time() * 1000 - hold_seconds * 1000
+    taken: list[tuple[Queue, str, str]] = []
     for queue in Queue:
-        cursor_key = f"sy:dlq:swept:{{{queue}}}"
-        since = int(cast(bytes | None, await redis.get(cursor_key)) or 0)
-        ids = cast(list[bytes], await redis.zrangebyscore(f"{namespace}:{queue}.XQ", f"({since}", upto))
-        if ids:
-            bodies = cast(list[bytes | None], await redis.hmget(f"{namespace}:{queue}.XQ.msgs", ids))
-            jobs = []
-            for body in bodies:
-                try:
-                    message = dramatiq.Message.decode(body) if body else None
-                except Exception:
-                    message = None
-                if message is not None and message.args:
-                    jobs.append(str(message.args[0]))
-            await _unhold(redis, str(queue), jobs)
-            due.append((queue, jobs))
-        await redis.set(cursor_key, upto, ex=8 * 86400)
-    return due
+        key = _held_key(str(queue))
+        entries = [(job.decode(), mid.decode()) async for job, mid in redis.hscan_iter(key, count=500)]
+        if not entries:
+            continue
+        async with redis.pipeline(transaction=False) as pipe:
+            for _job_id, mid in entries:
+                pipe.zscore(f"{namespace}:{queue}.XQ", mid)
+            scores = await pipe.execute()
+        for (job_id, mid), score in zip(entries, scores, strict=True):
+            if score is not None and score > cutoff:
+                continue  # still held
+            if await redis.hdel(key, job_id) and score is not None:
+                taken.append((queue, job_id, mid))
+    return taken
+
+
+async def hold_again(redis: Redis, queue: Queue, job_id: str, message_id: str) -> None:
+    """Put back a hold `take_expired_holds` took (failing its job did not work; the next sweep retries)."""
+    await redis.hset(_held_key(str(queue)), job_id, message_id)
 
 
 async def purge_dead(redis: Redis, namespace: str, queue: Queue, message_ids: list[str] | None = None) -> list[str]:
-    """Delete dead letters of `queue` (all, or `message_ids`); returns the job ids they named.
+    """Delete dead letters of `queue` (all, or `message_ids`); returns the job ids of the ones this call removed.
 
-    Their jobs must then be failed by the caller (a purge gives up on them).
+    Their jobs must then be failed by the caller (a purge gives up on them). A dead letter a
+    concurrent requeue moved first is not counted: its job runs.
     """
     xq, xq_msgs = f"{namespace}:{queue}.XQ", f"{namespace}:{queue}.XQ.msgs"
-    ids = [m.encode() for m in message_ids] if message_ids is not None else cast(
-        list[bytes], await redis.zrange(xq, 0, -1))
-    job_ids: list[str] = []
-    for start in range(0, len(ids), 1000):
-        part = ids[start:start + 1000]
-        bodies = cast(list[bytes | None], await redis.hmget(xq_msgs, part))
-        for body in bodies:
-            try:
-                message = dramatiq.Message.decode(body) if body else None
-            except Exception:
-                message = None
-            if message is not None and message.args:
-                job_ids.append(str(message.args[0]))
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.zrem(xq, *part)
-            pipe.hdel(xq_msgs, *part)
-            await pipe.execute()
-    await _unhold(redis, str(queue), job_ids)
-    logger.info("purged {} dead letters of {}", len(ids), queue)
-    return job_ids
+    purged: list[str] = []
+    while True:
+        if message_ids is not None:
+            ids, message_ids = [m.encode() for m in message_ids[:1000]], message_ids[1000:]
+        else:
+            ids = cast(list[bytes], await redis.zrange(xq, 0, 999))
+        if not ids:
+            break
+        bodies = cast(list[bytes | None], await redis.hmget(xq_msgs, ids))
+        async with redis.pipeline(transaction=False) as pipe:
+            for message_id in ids:
+                pipe.zrem(xq, message_id)
+            pipe.hdel(xq_msgs, *ids)
+            removed = (await pipe.execute())[:-1]
+        jobs = [job for body, gone in zip(bodies, removed, strict=True) if gone and (job := _job_of(body))]
+        await _unhold(redis, str(queue), jobs)
+        purged += jobs
+    logger.info("purged {} dead letters of {}", len(purged), queue)
+    return purged
 
 
 def _reset_for_requeue(body: bytes, queue: str) -> bytes | None:
@@ -353,11 +385,12 @@ async def requeue_dead(redis: Redis, namespace: str, queue: Queue, limit: int,
             fresh = _reset_for_requeue(body, str(queue)) if body is not None else None
             if fresh is not None:  # unreadable or bodiless: left for Dramatiq's dead-letter expiry
                 args += [message_id, fresh]
-                job_ids += [str(a) for a in dramatiq.Message.decode(fresh).args[:1]]
+                job_ids += [job for job in [_job_of(fresh)] if job]
+        # The hold is dropped first: from here on the maintenance sweep can no longer fail these jobs.
+        await _unhold(redis, str(queue), job_ids)
         if job_ids and before_move is not None:
             await before_move(job_ids)
         moved = int(await move(keys=[xq, xq_msgs, live, live_msgs], args=args)) if args else 0
-        await _unhold(redis, str(queue), job_ids)
         moved_jobs.extend(job_ids)
         return moved, len(ids) - len(args) // 2
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -44,6 +44,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # API limits.
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    #: Proxies whose X-Forwarded-For / -Proto the API believes (comma-separated IPs or CIDRs, `*` for
+    #: any): behind a TLS ingress, list it so client addresses (rate limits, lockout, audit) and the
+    #: scheme (Secure cookies) are the real ones.
+    forwarded_allow_ips: str = "127.0.0.1"
+    #: The dashboard's session and CSRF cookies are always `Secure` (set it when users reach the
+    #: API over HTTPS only; without it they are `Secure` when the request came over HTTPS).
+    secure_cookies: bool = False
     max_body_bytes: int = 1_048_576
     #: Total characters of all messages of one request (schema caps each message and their count).
     max_prompt_chars: int = 400_000
@@ -70,7 +77,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     delivery_retries: int = 3
     #: A dead-lettered job waits this long (still `queued`) for an operator's requeue before
     #: maintenance fails it `delivery_failed` and releases its credits (0: fail it at once).
-    dead_letter_hold_seconds: float = 900.0
+    #: At most 6 days: Dramatiq drops dead letters after 7.
+    dead_letter_hold_seconds: Annotated[float, msgspec.Meta(ge=0, le=6 * 86_400)] = 900.0
     #: Chaos testing only: a worker that claims a job whose input contains this text exits at once.
     chaos_crash_marker: str = ""
     #: Chaos testing only: ...or raises an unexpected error (as a database outage or a bug would).

@@ -10,6 +10,7 @@ import asyncio
 import os
 import socket
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -144,7 +145,16 @@ def _clean_db(request: pytest.FixtureRequest) -> None:
         return
     url = request.getfixturevalue("servers")["DATABASE_URL"]
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("TRUNCATE users, api_keys, jobs, job_attempts, audit_log CASCADE")
+        for attempt in range(5):
+            try:
+                conn.execute("TRUNCATE users, api_keys, jobs, job_attempts, audit_log CASCADE")
+                return
+            except psycopg.errors.DeadlockDetected:
+                # A process still finishing the previous test's jobs locked the tables in another
+                # order; PostgreSQL picked the TRUNCATE to abort. Its work is about to end: again.
+                if attempt == 4:
+                    raise
+                time.sleep(0.2)
 
 
 @dataclass

@@ -395,3 +395,52 @@ def test_a_rotated_jwt_secret_keeps_accepting_tokens_of_the_previous_one(stack: 
     finished = msgspec.structs.replace(rotated, jwt_previous_secret="")
     with pytest.raises(InvalidToken):
         decode_access_token(finished, token)
+
+
+# --- holds: what the reconciler re-sends and what it leaves alone ---------------------------------
+
+def _dead_letter(redis_client: Any, job_id: str, *, score_ms: int, message_id: str | None = None) -> str:
+    """A dead letter of `job_id` in chat's XQ, as Dramatiq's nack leaves it (its own message id), and its hold."""
+    import dramatiq
+
+    from jobs import queues
+
+    mid = message_id or str(uuid.uuid4())
+    message = dramatiq.Message(queue_name="chat", actor_name="run_job:chat", args=(job_id,), kwargs={},
+                               options={"redis_message_id": mid, "retries": 1, "traceback": "RuntimeError: outage"})
+    redis_client.zadd("switchyard:chat.XQ", {mid: score_ms})
+    redis_client.hset("switchyard:chat.XQ.msgs", mid, message.encode())
+    queues.hold(redis_client, "chat", job_id, mid)
+    return mid
+
+
+async def test_a_held_job_is_not_re_sent_even_with_a_lapsed_lease_and_a_stale_hold_is_dropped(
+    admin_client: httpx.AsyncClient, client: httpx.AsyncClient, stack: Stack, user: User, redis_client: Any
+) -> None:
+    from tests.test_delivery import insert_unsent_job
+
+    # Held: running (its worker could not hand it back: the database was down), lease lapsed long ago.
+    held = str(await insert_unsent_job(stack.env["DATABASE_URL"], user, "held through an outage"))
+    with psycopg.connect(stack.env["DATABASE_URL"], autocommit=True) as conn:
+        conn.execute("UPDATE jobs SET status = 'running', attempts = 2, lease_until = now() - interval '1 minute',"
+                     " enqueued_at = now() - interval '1 minute' WHERE id = %s", (held,))
+    # The hold has not run out (the session holds 1 s, so the dead letter is dated ahead).
+    mid = _dead_letter(redis_client, held, score_ms=int(time.time() * 1000) + 600_000)
+    # Stale: a hold whose dead letter is gone (requeued meanwhile); its job's message is lost.
+    stale = str(await insert_unsent_job(stack.env["DATABASE_URL"], user, "stale hold"))
+    from jobs import queues
+    queues.hold(redis_client, "chat", stale, str(uuid.uuid4()))
+
+    # The reconciler (every 0.5 s, after 2 s) sends the stale one again, and leaves the held one alone.
+    assert (await wait_for_status(client, stale, timeout=30))["status"] == "succeeded"
+    await asyncio.sleep(2)
+    assert not redis_client.hexists("switchyard:chat.msgs", held)
+    job = (await admin_client.get(f"/v1/admin/jobs/{held}")).json()
+    assert job["status"] == "running" and job["claims"] == 2
+    assert not redis_client.hexists("sy:held:{chat}", stale)
+
+    purged = await admin_client.post("/v1/admin/queues/chat/dead-letters/purge", json={"message_ids": [mid]})
+    assert purged.json() == {"queue": "chat", "purged": 1, "jobs_failed": 1}
+    again = await admin_client.post("/v1/admin/queues/chat/dead-letters/purge", json={"message_ids": [mid]})
+    assert again.json() == {"queue": "chat", "purged": 0, "jobs_failed": 0}  # counted once
+    assert (await admin_client.get(f"/v1/admin/jobs/{held}")).json()["error"]["code"] == "delivery_failed"

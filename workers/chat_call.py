@@ -35,7 +35,7 @@ async def call_target(
         temperature=input.temperature,
         timeout_seconds=max(0.1, timeout),
     )
-    name = f"{target.provider}:{target.model}"
+    name = target.name
     emitted: list[str] = []
 
     async def counting(text: str) -> None:

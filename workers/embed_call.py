@@ -40,7 +40,7 @@ async def embed_target(
         dimensions=dimensions if target.supports_dimensions else None,
         timeout_seconds=max(0.1, timeout),
     )
-    name = f"{target.provider}:{target.model}"
+    name = target.name
     started_at = datetime.now(UTC)
     t0 = time.perf_counter()
 

@@ -49,9 +49,11 @@ async def resend_lost(clients: Clients) -> int:
     # A queue with nothing waiting cannot hold a message that is merely waiting its turn: its queued
     # jobs' messages are lost, or stranded in a consumer that dropped its prefetch (a Redis blip).
     empty = {queue for queue in {q for _, q in queued} if not await clients.redis.llen(f"{NAMESPACE}:{queue}")}
-    # A dead letter's job waits for an operator's requeue (or its hold to run out): not lost.
-    held = await queues.held_dead(clients.redis, queued, namespace=NAMESPACE)
+    # A dead letter's job waits for an operator's requeue (or its hold to run out): not lost, even
+    # when its lease lapsed because the worker could not hand it back (the database was down).
+    held = await queues.held_dead(clients.redis, queued + lost, namespace=NAMESPACE)
     queued = [job for job in queued if job[0] not in held]
+    lost = [job for job in lost if job[0] not in held]
     lost += [job for job in queued if job[1] in empty]
     lost += await unsent(clients.redis, [job for job in queued if job[1] not in empty])
     await send_jobs(clients.redis, lost, wakeup=clients.settings.dispatch_wakeup)
@@ -61,13 +63,19 @@ async def resend_lost(clients: Clients) -> int:
 
 
 async def fail_held_dead_letters(clients: Clients) -> int:
-    """Fail the jobs of dead letters nobody requeued within `SWITCHYARD_DEAD_LETTER_HOLD_SECONDS`."""
+    """Fail the jobs of dead letters nobody requeued within `SWITCHYARD_DEAD_LETTER_HOLD_SECONDS`.
+
+    A job whose failing raises (the database is what broke, often) is held again and retried next tick.
+    """
     hold = clients.settings.dead_letter_hold_seconds
     failed = 0
-    for queue, job_ids in await queues.due_dead_letters(clients.redis, NAMESPACE, hold):
-        for job_id in job_ids:
-            reason = f"dead-lettered on {queue} and not requeued within {hold:g} s"
+    for queue, job_id, message_id in await queues.take_expired_holds(clients.redis, NAMESPACE, hold):
+        reason = f"dead-lettered on {queue} and not requeued within {hold:g} s"
+        try:
             failed += await lifecycle.abandon(clients, UUID(job_id), reason) is not None
+        except Exception:
+            await queues.hold_again(clients.redis, queue, job_id, message_id)
+            raise
     return failed
 
 

@@ -45,7 +45,8 @@ def csrf_config(settings: Settings) -> CSRFConfig:
     # A key of its own, derived from the JWT secret: a CSRF token is never a valid signature of anything else.
     secret = hmac.new(settings.jwt_secret.encode(), b"switchyard dashboard csrf", hashlib.sha256).hexdigest()
     return CSRFConfig(secret=secret, cookie_name=CSRF_COOKIE, cookie_path=PREFIX, header_name=CSRF_HEADER,
-                      cookie_httponly=True, cookie_samesite="strict", exclude=CSRF_EXCLUDE)
+                      cookie_httponly=True, cookie_samesite="strict", cookie_secure=settings.secure_cookies,
+                      exclude=CSRF_EXCLUDE)
 
 
 def _age(seconds: float | None) -> str:

@@ -21,6 +21,7 @@ from api.dashboard import PREFIX
 from api.dashboard.session import operator_of
 from api.errors import to_problem
 from jobs.errors import Forbidden, InvalidRequest, Unauthenticated
+from jobs.settings import get_settings
 
 LOGIN = f"{PREFIX}/login"
 
@@ -51,8 +52,8 @@ def is_htmx(request: Request[Any, Any, Any]) -> bool:
 
 
 def secure(request: Request[Any, Any, Any]) -> bool:
-    """Whether cookies should be `Secure` (the request came over HTTPS)."""
-    return request.url.scheme == "https"
+    """Whether cookies are `Secure`: always with `SWITCHYARD_SECURE_COOKIES`, else when the request came over HTTPS."""
+    return get_settings().secure_cookies or request.url.scheme == "https"
 
 
 def page(template: str, status_code: int = 200, headers: dict[str, str] | None = None, **context: Any) -> Template:

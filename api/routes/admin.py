@@ -1,8 +1,10 @@
 """`/v1/admin/*`: operators' view of queues and workers, dead-letter requeue, credit grants, audit log.
 
 Every route depends on `admin`, which is the caller when they are an admin
-and a 403 `forbidden` otherwise, so no handler can forget the check. Queue
-figures and requeues are `jobs/queues.py`'s; this module only speaks HTTP.
+and a 403 `forbidden` otherwise; `tests/test_operators.py` calls every
+`/v1/admin` route of the OpenAPI schema as a user, so a route that forgot it
+fails there. Queue figures and dead letters are `jobs/queues.py`'s; the
+actions (audited) `api/operators.py`'s; this module only speaks HTTP.
 """
 
 from __future__ import annotations
@@ -156,7 +158,7 @@ class AdminController(Controller):
         hold = services.settings.dead_letter_hold_seconds
         letters = await queues.dead_letters(services.redis, services.pool, services.broker.namespace,
                                             queues.queue_named(queue), hold_seconds=hold, limit=limit, before=before)
-        last = letters[-1].dead_at.timestamp() * 1000 if len(letters) == limit else None
+        last = letters[-1].dead_at_ms if len(letters) == limit else None
         return DeadLetterList(data=letters, hold_seconds=hold, next_before=last)
 
     @post("/queues/{queue:str}/dead-letters/requeue", status_code=200, summary="Requeue dead letters")

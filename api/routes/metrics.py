@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Response, get
+from loguru import logger
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from api import operators
@@ -21,7 +22,18 @@ from jobs.settings import prometheus_dir
 
 
 async def sample(services: Services) -> None:
-    """Set the gauges that describe Redis, not this process: queues and circuits."""
+    """Set the gauges that describe Redis, not this process: queues and circuits.
+
+    Redis or PostgreSQL down must not take `/metrics` with them (that is when operators need it):
+    the gauges keep their last values and the failure is logged.
+    """
+    try:
+        await _sample(services)
+    except Exception as exc:
+        logger.warning("queue and circuit gauges not refreshed: {}", type(exc).__name__)
+
+
+async def _sample(services: Services) -> None:
     for stats in await queues.queue_stats(services.redis, services.pool, services.broker.namespace):
         metrics.QUEUE_DEPTH.labels(queue=stats.name).set(stats.depth)
         metrics.QUEUE_DEAD_LETTERS.labels(queue=stats.name).set(stats.dead_letters)

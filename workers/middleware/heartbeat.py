@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import threading
 from importlib.metadata import PackageNotFoundError, version
 
 import dramatiq
+from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 from loguru import logger
@@ -53,6 +55,8 @@ class Heartbeat(Middleware):
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)  # a beat in flight must not write the record back after we leave
         if self._record is not None:
             try:
                 pools.leave(broker.client, self._record.id)  # type: ignore[attr-defined]
@@ -73,11 +77,32 @@ class Heartbeat(Middleware):
     def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         self.after_process_message(broker, message)
 
+    @staticmethod
+    def _loop_answers(within: float) -> bool:
+        """Whether the event loop that runs every job runs a no-op within `within` seconds.
+
+        A process whose loop is wedged (a blocking call in a job, a deadlock) must go stale, not keep
+        beating from this thread: then operators see it and the liveness probe restarts it.
+        """
+        loop_thread = get_event_loop_thread()
+        if loop_thread is None:
+            return True
+        try:
+            asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop_thread.loop).result(within)
+            return True
+        except Exception:
+            return False
+
     def _run(self, broker: dramatiq.Broker) -> None:
         timeout_ms = get_settings().heartbeat_timeout_ms
         interval = max(0.2, timeout_ms / 3000)
         while True:
             assert self._record is not None
+            if not self._loop_answers(interval):
+                logger.error("the event loop did not answer within {:.1f} s: no heartbeat", interval)
+                if self._stop.wait(interval):
+                    return
+                continue
             with self._lock:
                 record = pools.WorkerBeat(**{
                     **{f: getattr(self._record, f) for f in self._record.__struct_fields__},

@@ -439,8 +439,14 @@ async def test_in_a_browser_an_operator_watches_a_queue_drain_and_requeues_a_dea
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
+    def text_of(selector: str) -> str:
+        """The element's text, read in one step in the page: htmx swaps the live table every second, so a
+        found element can be gone before Selenium reads it (StaleElementReferenceException)."""
+        return str(browser.execute_script(
+            "const e = document.querySelector(arguments[0]); return e ? e.textContent.trim() : '';", selector))
+
     def cell(field: str) -> str:
-        return str(browser.find_element(By.CSS_SELECTOR, f'td[data-queue="chat"][data-field="{field}"]').text)
+        return text_of(f'td[data-queue="chat"][data-field="{field}"]')
 
     # Log in: the guard sends the browser to the form, the form back to the dashboard.
     browser.get(f"{stack.api_url}/admin")
@@ -453,8 +459,8 @@ async def test_in_a_browser_an_operator_watches_a_queue_drain_and_requeues_a_dea
     assert "Queues" in browser.title and admin.email in browser.page_source
 
     # The table is live: its timestamp moves every second over SSE.
-    stamp = browser.find_element(By.ID, "queues-updated").text
-    wait_until(lambda: browser.find_element(By.ID, "queues-updated").text != stamp, 10, "an SSE frame")
+    stamp = text_of("#queues-updated")
+    wait_until(lambda: text_of("#queues-updated") != stamp, 10, "an SSE frame")
     assert cell("depth") == "0"
 
     # 40 slow jobs: the 4 threads of the session's interactive pool take ~8 s over them.
@@ -491,7 +497,7 @@ async def test_in_a_browser_an_operator_watches_a_queue_drain_and_requeues_a_dea
     confirm = WebDriverWait(browser, 5).until(expected_conditions.alert_is_present())
     assert str(job_id) in confirm.text
     confirm.accept()
-    wait_until(lambda: "Requeued 1 dead letter(s) of chat" in browser.find_element(By.ID, "flash").text, 10,
+    wait_until(lambda: "Requeued 1 dead letter(s) of chat" in text_of("#flash"), 10,
                "the requeue's flash")
     assert not browser.find_elements(By.CSS_SELECTOR, f'tr[data-message="{job_id}"]')
     browser.save_screenshot(str(tmp_path / "dead-letters-after.png"))
@@ -513,8 +519,7 @@ async def test_in_a_browser_an_operator_watches_a_queue_drain_and_requeues_a_dea
 
     # The pools: the session's interactive pool, alive, having run our jobs.
     browser.get(f"{stack.api_url}/admin/workers")
-    pool = browser.find_element(By.CSS_SELECTOR, 'tr[data-pool="interactive"]')
-    assert "chat" in pool.text
+    wait_until(lambda: "chat" in text_of('tr[data-pool="interactive"]'), 10, "the interactive pool")
     assert browser.find_elements(By.CSS_SELECTOR, "#workers .badge.ok")
     browser.save_screenshot(str(tmp_path / "workers.png"))
 

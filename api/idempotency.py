@@ -29,10 +29,16 @@ def fingerprint(key: str | None, data: Any) -> bytes | None:
     return request_fingerprint(msgspec.json.encode(data))
 
 
+def check_replay(outcome: Submitted, fingerprint: bytes | None, kind: str,
+                 conflict: str = "this Idempotency-Key was already used with a different request body") -> None:
+    """Raise 409 `idempotency_conflict` (saying `conflict`) when a replayed key was bound to another request."""
+    if not outcome.created and (outcome.job.request_hash != fingerprint or outcome.job.kind != kind):
+        raise IdempotencyConflict(conflict)
+
+
 def accepted_job(outcome: Submitted, fingerprint: bytes | None, kind: str) -> Response[JobView]:
     """The 202 for a submitted job, or 409 when its key was used for something else."""
-    if not outcome.created and (outcome.job.request_hash != fingerprint or outcome.job.kind != kind):
-        raise IdempotencyConflict("this Idempotency-Key was already used with a different request body")
+    check_replay(outcome, fingerprint, kind)
     headers = {"Location": f"/v1/jobs/{outcome.job.id}"}
     if not outcome.created:
         headers["Idempotent-Replayed"] = "true"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import cast
 
 import msgspec
 from redis import Redis as SyncRedis
@@ -129,11 +129,11 @@ def pools(statuses: list[WorkerStatus]) -> list[PoolTotals]:
     return totals
 
 
-def live_on_host(redis: SyncRedis, host: str, timeout_ms: int) -> list[dict[str, Any]]:
-    """Processes of `host` that beat within the timeout (the readiness probe's question)."""
+def live_on_host(redis: SyncRedis, host: str, timeout_ms: int) -> list[str]:
+    """Ids of the processes of `host` that beat within the timeout (the readiness probe's question)."""
     since = time.time() * 1000 - timeout_ms
-    members = cast(list[bytes], redis.zrangebyscore(WORKERS_KEY, since, "+inf"))
-    return [{"id": m.decode()} for m in members if m.decode().rpartition(":")[0] == host]
+    members = [m.decode() for m in cast(list[bytes], redis.zrangebyscore(WORKERS_KEY, since, "+inf"))]
+    return [m for m in members if m.rpartition(":")[0] == host]
 
 
 def now() -> datetime:

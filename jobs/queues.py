@@ -133,9 +133,8 @@ def _decode(body: bytes | None) -> dramatiq.Message[Any] | None:
         return None
 
 
-def _job_of(body: bytes | None) -> str | None:
-    """The job id a stored message names (our messages carry it as their only argument)."""
-    message = _decode(body)
+def _job_id(message: dramatiq.Message[Any] | None) -> str | None:
+    """The job id a message names (our messages carry it as their only argument)."""
     return str(message.args[0]) if message is not None and message.args else None
 
 
@@ -226,8 +225,9 @@ async def dead_letters(redis: Redis, pool: AsyncConnectionPool, namespace: str, 
     if not members:
         return []
     bodies = cast(list[bytes | None], await redis.hmget(f"{xq}.msgs", [m for m, _ in members]))
-    decoded = [(member.decode(), score, _decode(body)) for (member, score), body in zip(members, bodies, strict=True)]
-    job_ids = [str(m.args[0]) for _, _, m in decoded if m is not None and m.args]
+    decoded = [(member.decode(), score, message, _job_id(message))
+               for (member, score), body in zip(members, bodies, strict=True) for message in [_decode(body)]]
+    job_ids = [job_id for *_, job_id in decoded if job_id is not None]
     known: dict[str, tuple[str, str, str]] = {}
     if job_ids:
         async with pool.connection() as conn:
@@ -235,8 +235,7 @@ async def dead_letters(redis: Redis, pool: AsyncConnectionPool, namespace: str, 
                                      (job_ids,))
             known = {row[0]: (row[1], row[2], row[3]) for row in await cur.fetchall()}
     letters = []
-    for message_id, score, message in decoded:
-        job_id = str(message.args[0]) if message is not None and message.args else None
+    for message_id, score, message, job_id in decoded:
         kind, status, owner = known.get(job_id or "", (None, None, None))
         options = message.options if message is not None else {}
         dead_at = datetime.fromtimestamp(score / 1000, UTC)
@@ -345,19 +344,15 @@ async def purge_dead(redis: Redis, namespace: str, queue: Queue, message_ids: li
                 pipe.zrem(xq, message_id)
             pipe.hdel(xq_msgs, *ids)
             removed = (await pipe.execute())[:-1]
-        jobs = [job for body, gone in zip(bodies, removed, strict=True) if gone and (job := _job_of(body))]
+        jobs = [job for body, gone in zip(bodies, removed, strict=True) if gone and (job := _job_id(_decode(body)))]
         await _unhold(redis, str(queue), jobs)
         purged += jobs
     logger.info("purged {} dead letters of {}", len(purged), queue)
     return purged
 
 
-def _reset_for_requeue(body: bytes, queue: str) -> bytes | None:
-    """A dead letter made fresh: back on its canonical queue, with a new retry budget; None if unreadable."""
-    try:
-        message = dramatiq.Message.decode(body)
-    except Exception:
-        return None
+def _reset_for_requeue(message: dramatiq.Message[Any], queue: str) -> bytes:
+    """A dead letter made fresh: back on its canonical queue, with a new retry budget."""
     options = {k: v for k, v in message.options.items() if k not in ("retries", "eta", "traceback")}
     return dataclasses.replace(message, queue_name=queue, options=options).encode()
 
@@ -382,10 +377,11 @@ async def requeue_dead(redis: Redis, namespace: str, queue: Queue, limit: int,
         args: list[bytes] = []
         job_ids: list[str] = []
         for message_id, body in zip(ids, bodies, strict=True):
-            fresh = _reset_for_requeue(body, str(queue)) if body is not None else None
-            if fresh is not None:  # unreadable or bodiless: left for Dramatiq's dead-letter expiry
-                args += [message_id, fresh]
-                job_ids += [job for job in [_job_of(fresh)] if job]
+            message = _decode(body)
+            if message is not None:  # unreadable or bodiless: left for Dramatiq's dead-letter expiry
+                args += [message_id, _reset_for_requeue(message, str(queue))]
+                if job_id := _job_id(message):
+                    job_ids.append(job_id)
         # The hold is dropped first: from here on the maintenance sweep can no longer fail these jobs.
         await _unhold(redis, str(queue), job_ids)
         if job_ids and before_move is not None:

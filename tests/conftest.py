@@ -202,6 +202,20 @@ async def client(stack: Stack, user: User) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
+async def admin(stack: Stack) -> User:
+    """An admin with an API key."""
+    return await make_user(stack.env["DATABASE_URL"], role="admin")
+
+
+@pytest.fixture
+async def admin_client(stack: Stack, admin: User) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the session's API authenticated as `admin`."""
+    async with httpx.AsyncClient(base_url=stack.api_url, timeout=30,
+                                 headers={"Authorization": f"Bearer {admin.key}"}) as c:
+        yield c
+
+
+@pytest.fixture
 def no_lockouts(redis_client: redis.Redis) -> Iterator[None]:
     """No login lockout before or after the test (failed logins of tests all come from 127.0.0.1)."""
 

@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import dramatiq
 import httpx
 import psycopg
-import pytest
 import redis
 
 from jobs import credits, store, sweeps
@@ -23,16 +21,6 @@ from tests.conftest import Stack, User, chat_job, make_user, wait_for_status
 NS = "switchyard"
 
 
-@pytest.fixture
-async def admin(stack: Stack) -> User:
-    return await make_user(stack.env["DATABASE_URL"], role="admin")
-
-
-@pytest.fixture
-async def admin_client(stack: Stack, admin: User) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack.api_url, timeout=30,
-                                 headers={"Authorization": f"Bearer {admin.key}"}) as c:
-        yield c
 
 
 def account(stack: Stack, user_id: Any) -> tuple[int, int]:

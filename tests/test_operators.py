@@ -13,7 +13,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +25,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from jobs import metrics
 from scripts.procs import Process, start_maintenance, start_worker
 from tests.conftest import ERROR_MARKER, INTERACTIVE_LANES, Stack, User, chat_job, make_user, wait_for_status
+from tests.test_admin import job_ledger
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-async def admin(stack: Stack) -> User:
-    return await make_user(stack.env["DATABASE_URL"], role="admin")
-
-
-@pytest.fixture
-async def admin_client(stack: Stack, admin: User) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack.api_url, headers={"Authorization": f"Bearer {admin.key}"},
-                                 timeout=30) as c:
-        yield c
 
 
 async def poll(fetch: Any, check: Any, timeout: float, what: str) -> Any:
@@ -50,12 +41,6 @@ async def poll(fetch: Any, check: Any, timeout: float, what: str) -> Any:
             return value
         assert time.monotonic() < deadline, f"timed out waiting for {what}: {value}"
         await asyncio.sleep(0.3)
-
-
-def ledger_kinds(stack: Stack, job_id: str) -> list[tuple[str, int]]:
-    with psycopg.connect(stack.env["DATABASE_URL"]) as conn:
-        return conn.execute("SELECT kind, amount FROM credit_ledger WHERE job_id = %s ORDER BY id",
-                            (job_id,)).fetchall()
 
 
 # --- every admin route is admin-only -------------------------------------------------------------
@@ -200,7 +185,7 @@ async def test_dead_letters_are_held_then_requeued_after_the_fix_or_purged(
         assert one.status_code == 200 and one.json()["requeued"] == 1, one.text
         done = await wait_for_status(client, first["id"], timeout=30)
         assert done["status"] == "succeeded", done
-        kinds = [k for k, _ in ledger_kinds(stack, first["id"])]
+        kinds = [k for k, _ in job_ledger(stack, first["id"])]
         assert kinds.count("reserve") == 1 and kinds.count("settle") == 1 and kinds.count("release") <= 1
         again = await admin_client.post("/v1/admin/queues/chat/dead-letters/requeue",
                                         json={"message_ids": [by_job[first["id"]]]})
@@ -212,7 +197,7 @@ async def test_dead_letters_are_held_then_requeued_after_the_fix_or_purged(
         failed = (await client.get(f"/v1/jobs/{second['id']}")).json()
         assert failed["status"] == "failed" and failed["error"]["code"] == "delivery_failed"
         assert "purged by an operator" in failed["error"]["message"]
-        amounts = dict(ledger_kinds(stack, second["id"]))
+        amounts = dict(job_ledger(stack, second["id"]))
         assert amounts["release"] == amounts["reserve"] and amounts.get("settle", 0) == 0
         assert await letters() == []
 

@@ -53,11 +53,13 @@ from api.dashboard.session import (
     provide_session,
     session_of,
 )
-from api.idempotency import fingerprint
+from api.idempotency import check_replay, fingerprint
+from api.paging import Page, one_more
+from api.paging import page as paged
 from api.state import Services
 from jobs import audit, queues, store
 from jobs.accounts import Principal, list_users
-from jobs.errors import IdempotencyConflict, NotFound, SwitchyardError
+from jobs.errors import NotFound, SwitchyardError
 from jobs.kinds import Credits
 from jobs.states import Kind, Queue, Status
 from jobs.tokens import revoke_signed
@@ -241,13 +243,13 @@ class Dashboard(Controller):
         wanted_queue, owner = choice(queue, Queue, "queue"), uuid_or_none(user_id, "user id")
         rows = await store.list_all_jobs(services.pool, owner_id=owner, status=wanted_status, kind=wanted_kind,
                                          queue=wanted_queue, before=uuid_or_none(cursor, "cursor"),
-                                         limit=PAGE_SIZE + 1)
-        more = len(rows) > PAGE_SIZE
+                                         limit=one_more(PAGE_SIZE))
+        listing = paged(Page, rows, PAGE_SIZE, lambda r: str(r.id))
         filters = {"status": wanted_status, "kind": wanted_kind, "queue": wanted_queue, "user_id": owner}
         shown = {k: str(v) for k, v in filters.items() if v is not None}
-        return page("jobs.html", operator=operator, section="jobs", jobs=rows[:PAGE_SIZE], filters=shown,
-                    next_cursor=str(rows[PAGE_SIZE - 1].id) if more else None,
-                    statuses=list(Status), kinds=list(Kind), queue_names=list(Queue))
+        return page("jobs.html", operator=operator, section="jobs", jobs=listing.data, filters=shown,
+                    next_cursor=listing.next_cursor, statuses=list(Status), kinds=list(Kind),
+                    queue_names=list(Queue))
 
     @get("/jobs/{job_id:uuid}")
     async def job_page(self, job_id: UUID, services: Services, operator: Principal) -> Template:
@@ -316,10 +318,10 @@ class Dashboard(Controller):
                          cursor: str | None = None) -> Template:
         """Users newest first (those whose e-mail contains `email`), with their credits and a grant form each."""
         rows = await list_users(services.pool, email=(email or "").strip() or None,
-                                before=uuid_or_none(cursor, "cursor"), limit=PAGE_SIZE + 1)
-        more = len(rows) > PAGE_SIZE
-        return page("users.html", operator=operator, section="users", users=rows[:PAGE_SIZE], email=email or "",
-                    next_cursor=str(rows[PAGE_SIZE - 1].id) if more else None, new_key=_new_key)
+                                before=uuid_or_none(cursor, "cursor"), limit=one_more(PAGE_SIZE))
+        listing = paged(Page, rows, PAGE_SIZE, lambda u: str(u.id))
+        return page("users.html", operator=operator, section="users", users=listing.data, email=email or "",
+                    next_cursor=listing.next_cursor, new_key=_new_key)
 
     @post("/users/grant", status_code=200)
     async def grant(self, request: Request[Any, Any, Any], data: Annotated[GrantForm, Form],
@@ -328,8 +330,8 @@ class Dashboard(Controller):
         bound_to = fingerprint(data.idempotency_key, [str(data.user_id), data.credits, data.reason])
         outcome = await operators.grant(services, client_ip(request), operator, data.user_id, data.credits,
                                         data.reason, idempotency_key=data.idempotency_key, fingerprint=bound_to)
-        if not outcome.created and outcome.job.request_hash != bound_to:
-            raise IdempotencyConflict("this form was already used for another grant: reload the page")
+        check_replay(outcome, bound_to, Kind.BILLING_GRANT,
+                     conflict="this form was already used for another grant: reload the page")
         verb = "Granting" if outcome.created else "Already granting"
         if not is_htmx(request):
             return back_to(f"{PREFIX}/users")
@@ -341,10 +343,10 @@ class Dashboard(Controller):
                          cursor: int | None = None) -> Template:
         """The audit log, newest first, optionally of one action."""
         rows = await audit.entries(services.pool, action=(action or "").strip() or None, before=cursor,
-                                   limit=PAGE_SIZE + 1)
-        more = len(rows) > PAGE_SIZE
-        return page("audit.html", operator=operator, section="audit", entries=rows[:PAGE_SIZE],
-                    action=action or "", next_cursor=rows[PAGE_SIZE - 1].id if more else None)
+                                   limit=one_more(PAGE_SIZE))
+        listing = paged(Page, rows, PAGE_SIZE, lambda e: e.id)
+        return page("audit.html", operator=operator, section="audit", entries=listing.data,
+                    action=action or "", next_cursor=listing.next_cursor)
 
 
 #: Route handlers of this module, collected by api/routes/__init__.py.

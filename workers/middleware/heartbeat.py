@@ -9,6 +9,7 @@ import threading
 from importlib.metadata import PackageNotFoundError, version
 
 import dramatiq
+import msgspec
 from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
@@ -97,20 +98,19 @@ class Heartbeat(Middleware):
         timeout_ms = get_settings().heartbeat_timeout_ms
         interval = max(0.2, timeout_ms / 3000)
         while True:
-            assert self._record is not None
-            if not self._loop_answers(interval):
+            if self._loop_answers(interval):
+                self._beat(broker, timeout_ms)
+            else:
                 logger.error("the event loop did not answer within {:.1f} s: no heartbeat", interval)
-                if self._stop.wait(interval):
-                    return
-                continue
-            with self._lock:
-                record = pools.WorkerBeat(**{
-                    **{f: getattr(self._record, f) for f in self._record.__struct_fields__},
-                    "in_flight": len(self._in_flight), "processed": self._processed, "last_beat": pools.now(),
-                })
-            try:
-                pools.beat(broker.client, record, timeout_ms)  # type: ignore[attr-defined]
-            except Exception as exc:  # Redis restarting: try again next beat
-                logger.warning("heartbeat failed: {}", exc)
             if self._stop.wait(interval):
                 return
+
+    def _beat(self, broker: dramatiq.Broker, timeout_ms: int) -> None:
+        assert self._record is not None
+        with self._lock:
+            record = msgspec.structs.replace(self._record, in_flight=len(self._in_flight),
+                                             processed=self._processed, last_beat=pools.now())
+        try:
+            pools.beat(broker.client, record, timeout_ms)  # type: ignore[attr-defined]
+        except Exception as exc:  # Redis restarting: try again next beat
+            logger.warning("heartbeat failed: {}", exc)

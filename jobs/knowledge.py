@@ -51,7 +51,7 @@ MAX_CANDIDATES = 1_000
 #: Full-text matches ranked at most, per side (ranking reads each match's `tsvector`: ~10 µs a chunk).
 MAX_TEXT_MATCHES = 2_000
 #: HNSW's search breadth at least: at 100k chunks, 100 finds ~98% of the exact top 10 where pgvector's default
-#: 40 finds ~94%, for about a millisecond more (`scripts/bench_files.py`, docs/benchmarks.md).
+#: 40 finds ~94%, for about a millisecond more (`scripts/bench/files.py`, docs/benchmarks.md).
 MIN_EF_SEARCH = 100
 
 SearchMode = Literal["hybrid", "vector", "text"]

@@ -1,7 +1,7 @@
 """A small labelled retrieval set: documents, queries and the one document each query should find.
 
 Used by `tests/test_knowledge.py` (hybrid must not rank worse than vector-only)
-and `scripts/bench_files.py` (the figures in `docs/benchmarks.md`).
+and `scripts/bench/files.py` (the figures in `docs/benchmarks.md`).
 
 Two kinds of query:
 

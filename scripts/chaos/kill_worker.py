@@ -6,7 +6,7 @@ pool takes a ~8 s streaming job, is SIGKILLed after its first token, and a
 second pool finishes the job; prints the time from the kill to the job's
 second claim and to its completion, and checks it completed exactly once.
 
-    .venv/bin/python -m scripts.chaos_kill_worker [--rounds 3]
+    .venv/bin/python -m scripts.chaos.kill_worker [--rounds 3]
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ Settings the platform needs at these thread counts (see docs/benchmarks.md):
 `SWITCHYARD_WORKER_THREADS=48`, which sizes the worker's PostgreSQL pool
 (override with `--worker-env NAME=VALUE`).
 
-    .venv/bin/python -m scripts.bench_streams [--streams 500] [--rounds 3] [--tokens 100] [--quick]
+    .venv/bin/python -m scripts.bench.streams [--streams 500] [--rounds 3] [--tokens 100] [--quick]
 """
 
 from __future__ import annotations
@@ -377,7 +377,7 @@ class Run:
 def run_child(design: str, sim_url: str, streams: int, sim_pid: int) -> Run:
     """Run a design in a fresh interpreter; its own measurements come back as JSON."""
     sim0 = proc_cpu(sim_pid)
-    out = subprocess.run([sys.executable, "-m", "scripts.bench_streams", "--child", design, "--base-url", sim_url,
+    out = subprocess.run([sys.executable, "-m", "scripts.bench.streams", "--child", design, "--base-url", sim_url,
                           "--streams", str(streams)], capture_output=True, text=True, cwd=ROOT, timeout=600)
     if out.returncode != 0:
         raise RuntimeError(f"{design} child failed:\n{out.stderr[-3000:]}")
@@ -572,7 +572,7 @@ def start_simulator(log_dir: Path, ttft_ms: float, tps: float, tokens: int) -> t
 
 def bench(args: argparse.Namespace) -> dict[str, list[Run]]:
     from jobs.db import migrate
-    from scripts.benchkit import new_user
+    from scripts.bench.kit import new_user
     from scripts.embedded import free_port, start_postgres, start_redis
     from scripts.procs import start_api, start_maintenance
 

@@ -8,7 +8,7 @@ asleep in its back-off, as in a quiet interactive deployment. Latency is the
 difference between the `queued` event's timestamp (API, after commit) and the
 `started` event's (worker, after its claim), both from this machine's clock.
 
-    .venv/bin/python -m scripts.bench_dispatch [--jobs 40] [--gap 0.6]
+    .venv/bin/python -m scripts.bench.dispatch [--jobs 40] [--gap 0.6]
 """
 
 from __future__ import annotations

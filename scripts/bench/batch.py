@@ -19,7 +19,7 @@ rows of the same shape into a copy of the `jobs` table (same indexes), plus N
 raw Dramatiq enqueues (its `dispatch.lua` `enqueue` command, the script
 `actor.send()` runs) pipelined 5,000 per round trip.
 
-    .venv/bin/python -m scripts.bench_batch [--lines 100000] [--rounds 3] [--drain-lines 20000] [--no-drain]
+    .venv/bin/python -m scripts.bench.batch [--lines 100000] [--rounds 3] [--drain-lines 20000] [--no-drain]
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 from tqdm import tqdm
 
-from scripts.benchkit import bench_stack, percentile
+from scripts.bench.kit import bench_stack, percentile
 from scripts.embedded import free_port
 from scripts.procs import start_api, start_maintenance, start_worker
 

@@ -1,6 +1,6 @@
 """Benchmark: file processing (extract → chunk → embed → store) and search at 100k chunks.
 
-    .venv/bin/python -m scripts.bench_files [--mb 10] [--rounds 3] [--chunks 100000] [--queries 200]
+    .venv/bin/python -m scripts.bench.files [--mb 10] [--rounds 3] [--chunks 100000] [--queries 200]
 
 Four parts, each against a baseline measured in the same run:
 
@@ -59,7 +59,7 @@ from tqdm import tqdm
 
 from jobs import chunking, extract, knowledge
 from scripts import retrieval_set
-from scripts.benchkit import BenchStack, bench_stack, new_user, percentile
+from scripts.bench.kit import BenchStack, bench_stack, new_user, percentile
 from scripts.embedded import free_port
 from scripts.procs import start_api, start_maintenance, start_worker
 from scripts.simulator.text import embed

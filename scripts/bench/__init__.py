@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m scripts.bench` runs the set and writes docs/benchmarks.md."""

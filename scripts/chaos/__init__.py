@@ -1,0 +1,1 @@
+"""Fault injection against the running platform (the reliability suite's long scenarios)."""

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from jobs.broker import WakeupRedisBroker
 from jobs.catalog import Catalog
 from jobs.clients import Clients
 from jobs.ratelimit import RateLimiter
+from jobs.submitter import Submitter
 
 
 @dataclass
@@ -17,3 +18,8 @@ class Services(Clients):
     broker: WakeupRedisBroker
     catalog: Catalog
     limiter: RateLimiter
+    #: Writes the jobs submitted together in one transaction (group commit).
+    submitter: Submitter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.submitter = Submitter(self)

@@ -2,6 +2,8 @@
 
     size limits ─► model routed (in the kind's mode)? ─► concurrency slot ─► reserve worst case + INSERT ─► send
 
+(the INSERT and reservation of submissions arriving together share a transaction: `jobs/submitter.py`)
+
 Each kind checks its own size and model and prices its worst case
 (`submit_chat`, `submit_embedding`); the slot, the reservation and the
 enqueue are shared (`_enqueue`).
@@ -17,7 +19,7 @@ from uuid import UUID
 from api.state import Services
 from jobs import credits
 from jobs.accounts import Principal
-from jobs.enqueue import Submitted, submit
+from jobs.enqueue import Submitted
 from jobs.errors import InvalidRequest, PromptTooLarge, TooManyConcurrentJobs
 from jobs.ids import uuid7
 from jobs.kinds import ChatCompletionJob, ClientJob, EmbeddingJob
@@ -79,8 +81,8 @@ async def _enqueue(services: Services, principal: Principal, job: ClientJob, res
     job_id = uuid7()
     await admit(services, principal, job_id)
     try:
-        outcome = await submit(
-            services, job, owner_id=principal.user_id, idempotency_key=idempotency_key,
+        outcome = await services.submitter.submit(
+            job, owner_id=principal.user_id, idempotency_key=idempotency_key,
             fingerprint=fingerprint, reserve=reserve, job_id=job_id,
         )
     except BaseException:

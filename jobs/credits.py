@@ -147,6 +147,64 @@ async def reserve(conn: AsyncConnection[Any], user_id: UUID, job_id: UUID, amoun
     )
 
 
+class Reservation(msgspec.Struct, frozen=True):
+    """One job's hold, for `reserve_many`."""
+
+    user_id: UUID
+    job_id: UUID
+    amount: int
+    model: str
+
+
+async def reserve_many(conn: AsyncConnection[Any], holds: list[Reservation]) -> set[UUID]:
+    """Hold many jobs' credits in one go; returns the users whose balance cannot cover all of theirs.
+
+    The accounts are locked in user order (two transactions never wait on each
+    other in a cycle), each user's total is checked against the locked balance,
+    then one UPDATE moves the totals and one INSERT writes every ledger row with
+    the balance it left. Nothing is held for a user returned as short: the caller
+    decides what to do with those jobs (`jobs/submitter.py` submits them one by
+    one, so exactly the ones the balance cannot cover are refused).
+    """
+    totals: dict[UUID, int] = {}
+    for hold in holds:
+        totals[hold.user_id] = totals.get(hold.user_id, 0) + hold.amount
+    cur = await conn.execute(
+        "SELECT user_id, balance FROM credit_accounts WHERE user_id = ANY(%s) ORDER BY user_id FOR UPDATE",
+        (list(totals),),
+    )
+    balances: dict[UUID, int] = {row[0]: row[1] for row in await cur.fetchall()}
+    short = {user for user, total in totals.items() if balances.get(user, 0) < total}
+    holds = [hold for hold in holds if hold.user_id not in short]
+    if not holds:
+        return short
+    left = dict(balances)
+    after = []
+    for hold in holds:
+        left[hold.user_id] -= hold.amount
+        after.append(left[hold.user_id])
+    users = [user for user in totals if user not in short]
+    await conn.execute(
+        """
+        UPDATE credit_accounts a SET balance = a.balance - t.total, reserved = a.reserved + t.total,
+                                     updated_at = now()
+        FROM unnest(%s::uuid[], %s::bigint[]) AS t(user_id, total) WHERE a.user_id = t.user_id
+        """,
+        (users, [totals[user] for user in users]),
+    )
+    await conn.execute(
+        """
+        INSERT INTO credit_ledger (user_id, kind, amount, balance_after, job_id, model)
+        SELECT user_id, 'reserve', amount, balance_after, job_id, model
+        FROM unnest(%s::uuid[], %s::bigint[], %s::bigint[], %s::uuid[], %s::text[])
+             AS t(user_id, amount, balance_after, job_id, model)
+        """,
+        ([h.user_id for h in holds], [h.amount for h in holds], after, [h.job_id for h in holds],
+         [h.model for h in holds]),
+    )
+    return short
+
+
 async def settle(conn: AsyncConnection[Any], user_id: UUID, job_id: UUID, reserved: int, charge: int,
                  model: str | None) -> int:
     """Charge `charge` (capped at the reservation) and release the rest; once per job. Returns the charge.

@@ -101,6 +101,15 @@ class EventLog:
         )
         return int(seq)
 
+    async def publish_many(self, events: list[tuple[UUID | str, UUID, EventType, dict[str, Any] | None]]) -> None:
+        """`publish` for many jobs' events (job id, owner, type, data) in one pipeline."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id, owner_id, type, data in events:
+                body = _encoder.encode(_Unsequenced(type=str(type), job_id=str(job_id), at=now_iso(), data=data or {}))
+                await self._publish(keys=_keys(job_id), client=pipe,
+                                    args=[body[1:], self.ttl_seconds, job_channel(job_id), user_channel(owner_id)])
+            await pipe.execute()
+
     async def replay(self, job_id: UUID | str, after: int = 0, upto: int | None = None) -> list[Event]:
         """Events with `after < seq (<= upto)`, in order, from the replay stream."""
         end = "+" if upto is None else f"0-{upto}"

@@ -124,6 +124,47 @@ async def insert_job(
         return existing, False
 
 
+class NewJob(msgspec.Struct, frozen=True, kw_only=True):
+    """A job to insert with `insert_jobs` (no idempotency key: each is new)."""
+
+    id: UUID
+    owner_id: UUID
+    kind: str
+    queue: str
+    input: Any
+    metadata: Any
+    max_attempts: int
+    reserved_credits: int
+    callback_url: str | None = None
+
+
+async def insert_jobs(conn: AsyncConnection[Any], jobs: list[NewJob]) -> list[JobRow]:
+    """Insert queued jobs in one statement; their rows, in the order given."""
+    async with conn.cursor(row_factory=_job_row) as cur:
+        await cur.execute(
+            f"""
+            INSERT INTO jobs (id, owner_id, kind, queue, input, metadata, max_attempts, reserved_credits,
+                              callback_url)
+            SELECT id, owner_id, kind, queue, input::jsonb, metadata::jsonb, max_attempts, reserved_credits,
+                   callback_url
+            FROM unnest(%s::uuid[], %s::uuid[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int[],
+                        %s::bigint[], %s::text[])
+                 AS t(id, owner_id, kind, queue, input, metadata, max_attempts, reserved_credits, callback_url)
+            RETURNING {_COLUMNS}
+            """,
+            ([j.id for j in jobs], [j.owner_id for j in jobs], [j.kind for j in jobs], [j.queue for j in jobs],
+             [_json(j.input) for j in jobs], [_json(j.metadata) for j in jobs], [j.max_attempts for j in jobs],
+             [j.reserved_credits for j in jobs], [j.callback_url for j in jobs]),
+        )
+        rows = {row.id: row for row in await cur.fetchall()}
+    return [rows[j.id] for j in jobs]
+
+
+async def delete_new_jobs(conn: AsyncConnection[Any], job_ids: list[UUID]) -> None:
+    """Take back jobs inserted earlier in the caller's transaction (never seen by anyone else)."""
+    await conn.execute("DELETE FROM jobs WHERE id = ANY(%s)", (job_ids,))
+
+
 async def get_job(pool: AsyncConnectionPool, job_id: UUID, owner_id: UUID | None) -> JobRow | None:
     """One job, if it exists and `owner_id` owns it (`None`: any owner, for admins and workers)."""
     async with pool.connection() as conn, conn.cursor(row_factory=_job_row) as cur:

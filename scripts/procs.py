@@ -97,9 +97,10 @@ def _once_ready(proc: Process, wait: Callable[[], None]) -> Process:
     return proc
 
 
-def start_api(env: dict[str, str], port: int, log_dir: Path, name: str = "api") -> Process:
-    """An API process on `port`, once it is ready."""
-    proc = Process(name, [sys.executable, "-m", "api.cli", "api", "--port", str(port)], env, log_dir)
+def start_api(env: dict[str, str], port: int, log_dir: Path, name: str = "api", workers: int = 1) -> Process:
+    """An API process (with `workers` uvicorn processes) on `port`, once it is ready."""
+    proc = Process(name, [sys.executable, "-m", "api.cli", "api", "--port", str(port), "--workers", str(workers)],
+                   env, log_dir)
     proc.env_port = port
     return _once_ready(proc, lambda: wait_http(f"http://127.0.0.1:{port}/readyz", proc))
 

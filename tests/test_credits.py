@@ -143,6 +143,44 @@ async def test_thousand_concurrent_one_credit_jobs_against_a_hundred_credits(sta
     assert_ledger_consistent(db, user)
 
 
+async def test_one_busy_user_and_a_short_one_submitting_together(stack: Stack) -> None:
+    """Group commit (jobs/submitter.py): jobs of two users share transactions; the short user's extra jobs are
+    refused one by one, each 402 naming a balance below its price, and nothing of the rich user's is refused."""
+    db = stack.env["DATABASE_URL"]
+    rich, short = await make_user(db, credits=100_000), await make_user(db, credits=150)
+    prices = [1, 2, 3]
+    def client_of(who: User) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=stack.api_url, headers={"Authorization": f"Bearer {who.key}"}, timeout=120,
+                                 transport=nodelay_transport(limits=httpx.Limits(max_connections=50)))
+
+    async with client_of(rich) as rich_client, client_of(short) as short_client:
+        async def send(i: int) -> httpx.Response:
+            return await (rich_client if i % 2 else short_client).post(
+                "/v1/jobs", json=chat_job(f"n{i}", model="t-credit", max_tokens=prices[i % 3]))
+
+        started = time.monotonic()
+        responses = await asyncio.gather(*[send(i) for i in range(400)])
+        elapsed = time.monotonic() - started
+        rich_responses = [r for i, r in enumerate(responses) if i % 2]
+        short_responses = [(i, r) for i, r in enumerate(responses) if not i % 2]
+        assert all(r.status_code == 202 for r in rich_responses)
+        refused = [(i, r) for i, r in short_responses if r.status_code == 402]
+        accepted = [(i, r) for i, r in short_responses if r.status_code == 202]
+        assert refused and accepted and len(refused) + len(accepted) == 200
+        for i, r in refused:
+            problem = r.json()
+            assert problem["code"] == "insufficient_credits" and problem["balance"] < prices[i % 3], problem
+        for c, job_responses in ((rich_client, rich_responses), (short_client, [r for _, r in accepted])):
+            for r in job_responses:
+                assert (await wait_for_status(c, r.json()["id"], timeout=60))["status"] == "succeeded"
+    print(f"\n400 submissions of two users in {elapsed:.2f}s: {len(accepted)} of the short user's accepted")
+    assert sum(prices[i % 3] for i, _ in accepted) <= 150 + sum(  # what settles gave back while others were sent
+        a for k, a, _ in ledger(db, short) if k == "release")
+    for who in (rich, short):
+        assert account(db, who)[1] == 0
+        assert_ledger_consistent(db, who)
+
+
 async def test_retried_and_redelivered_job_is_settled_once(
     client: httpx.AsyncClient, stack: Stack, user: User
 ) -> None:

@@ -17,6 +17,7 @@ from api import dashboard
 from api.auth import provide_principal, provide_services
 from api.errors import openapi_error_table, problem_handler
 from api.middleware import request_id_middleware
+from api.openapi import document_errors
 from api.routes import route_handlers
 from api.state import Services
 from api.streaming import TimedSubscriber
@@ -28,6 +29,7 @@ from jobs.ratelimit import RateLimiter
 from jobs.redis import async_client
 from jobs.settings import DEV_JWT_SECRET, Settings, get_settings
 from jobs.states import Queue
+from jobs.tuning import tune_gc
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -48,18 +50,20 @@ def create_app(settings: Settings | None = None) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         services = await Services.connect(settings, pool_size=(2, 20), redis=redis,
+                                          db_wait_seconds=settings.api_db_wait_seconds,
                                           broker=make_broker(settings, middleware=[]), catalog=catalog,
                                           limiter=RateLimiter(redis))
         app.state.services = services
         metrics.reap_dead_processes()  # uvicorn restarts a crashed worker: its live gauges go
         metrics.declare(queues=[str(q) for q in Queue], targets=list(catalog.targets()))
+        tune_gc()
         try:
             yield
         finally:
             services.broker.close()
             await services.close()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=route_handlers(),
         dependencies={"services": Provide(provide_services, sync_to_thread=False),
                       "principal": Provide(provide_principal)},
@@ -81,3 +85,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         debug=False,
     )
+    document_errors(app)
+    return app

@@ -67,6 +67,9 @@ def _api(args: ProcessArgs) -> None:
         "api.app:create_app", factory=True, host=args.host or settings.api_host,
         port=args.port or settings.api_port, workers=args.workers, access_log=False,
         log_config=None, ws_ping_interval=20, timeout_graceful_shutdown=10,
+        # The streaming sockets only send: a client frame larger than a request body may be is
+        # refused (1009) rather than buffered (uvicorn's default is 16 MiB, times a 32-frame queue).
+        ws_max_size=settings.max_body_bytes,
         proxy_headers=True, forwarded_allow_ips=settings.forwarded_allow_ips,
         # Longer than common client pool idle timeouts (httpx: 5 s), so the server never closes a
         # connection the client is about to reuse.

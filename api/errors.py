@@ -17,6 +17,7 @@ from http import HTTPStatus
 from typing import Any
 
 import psycopg
+import psycopg.errors
 import psycopg_pool
 import redis.exceptions
 from litestar import Request, Response
@@ -91,6 +92,14 @@ def _ours(exc: SwitchyardError, rid: str | None, headers: dict[str, str]) -> tup
     return exc.status, problem(exc.status, exc.public_code, exc.message, rid, **exc.extra)
 
 
+def _unstorable_text(exc: Exception) -> bool:
+    """Text PostgreSQL refuses: a NUL in a `text` value (psycopg refuses it before sending, with no
+    SQLSTATE) or `\\u0000` in a `jsonb` one. Only a client's input can carry one, so it is a 400."""
+    refused_by_psycopg = type(exc) is psycopg.DataError and exc.sqlstate is None
+    return refused_by_psycopg or isinstance(exc, psycopg.errors.UntranslatableCharacter
+                                            | psycopg.errors.CharacterNotInRepertoire)
+
+
 def to_problem(request: Request[Any, Any, Any], exc: Exception) -> tuple[int, dict[str, Any], dict[str, str]]:
     """Map any exception to (status, problem document, headers)."""
     rid = request_id_of(request)
@@ -118,6 +127,9 @@ def to_problem(request: Request[Any, Any, Any], exc: Exception) -> tuple[int, di
                 return status, problem(status, code, "request body is larger than the limit", rid), headers
             headers.update(exc.headers or {})
             return status, problem(status, code, exc.detail, rid), headers
+    if _unstorable_text(exc):
+        return 400, problem(400, "bad_request", "text in the request contains a NUL (\\u0000) character, "
+                                                "which cannot be stored", rid), headers
     if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError | psycopg.OperationalError
                   | psycopg_pool.PoolTimeout):
         logger.opt(exception=exc).error("a backing service is unavailable")

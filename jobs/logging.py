@@ -9,6 +9,7 @@ sink decides the format: human text by default, one JSON object per line with
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,11 @@ _TEXT_FORMAT = (
 )
 
 
+#: A credential in a query string: uvicorn logs each WebSocket's path *with* its query ("[accepted]"),
+#: and browsers can only authenticate streams with `?access_token=`.
+_QUERY_SECRET = re.compile(r"(access_token=)[^&\s\"']+")
+
+
 class InterceptHandler(logging.Handler):
     """Send stdlib log records to loguru, keeping the caller's location."""
 
@@ -36,7 +42,8 @@ class InterceptHandler(logging.Handler):
         frame, depth = logging.currentframe(), 2
         while frame is not None and frame.f_code.co_filename == logging.__file__:
             frame, depth = frame.f_back, depth + 1  # type: ignore[assignment]
-        logger.opt(depth=depth, exception=record.exc_info).log(level, record.getMessage())
+        message = _QUERY_SECRET.sub(r"\1[redacted]", record.getMessage())
+        logger.opt(depth=depth, exception=record.exc_info).log(level, message)
 
 
 def _patch(record: Record) -> None:

@@ -17,6 +17,7 @@ from litestar.channels import ChannelsPlugin
 from litestar.exceptions import WebSocketDisconnect
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
+from loguru import logger
 
 from api.auth import authenticate
 from api.errors import problem
@@ -47,6 +48,11 @@ async def _send_all(socket: WebSocket[Any, Any, Any], events: AsyncIterator[Even
             await socket.send_data(_encode(event).decode(), mode="text")
     except WebSocketDisconnect:
         return
+    except Exception:
+        # Litestar closes the socket with 4500 and logs nothing: say what broke the stream, once.
+        logger.bind(endpoint=endpoint, request_id=socket.scope.get("state", {}).get("request_id")).exception(
+            "event stream failed")
+        raise
     finally:
         gauge.dec()
     await socket.close(code=1000)
@@ -89,13 +95,14 @@ async def all_events(socket: WebSocket[Any, Any, Any], services: Services, chann
 @get("/v1/jobs/{job_id:str}/events", tags=["jobs"], summary="Stream a job's events (SSE)")
 async def job_sse(
     request: Request[Any, Any, Any], job_id: str, services: Services, channels: ChannelsPlugin,
-    after: Annotated[int | None, Parameter(ge=0)] = None,
+    after: Annotated[int, Parameter(ge=0)] = 0,
 ) -> ServerSentEvent:
     """Server-sent events of one job; resume with `Last-Event-ID` or `?after=`."""
     principal = await authenticate(request, services, allow_query=True)
     job = await load_job(services, principal, job_id)
     last_id = request.headers.get("last-event-id", "")
-    start = after if after is not None else int(last_id) if last_id.isdigit() else 0
+    # (Not `int | None`: Litestar would drop `ge=0` from the OpenAPI schema of an optional parameter.)
+    start = after or (int(last_id) if last_id.isdigit() else 0)
 
     async def messages() -> AsyncIterator[ServerSentEventMessage]:
         gauge = metrics.WEBSOCKETS.labels(endpoint="sse_job")

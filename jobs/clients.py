@@ -37,11 +37,12 @@ class Clients:
 
     @classmethod
     async def connect(cls, settings: Settings, *, pool_size: tuple[int, int], redis: Redis | None = None,
-                      **more: Any) -> Self:
+                      db_wait_seconds: float = 30.0, **more: Any) -> Self:
         """Open the pool (waiting until it serves) and the Redis client; `more` fills a subclass's fields
-        (and may replace the `storage`)."""
+        (and may replace the `storage`). A caller waits up to `db_wait_seconds` for a connection."""
         storage = more.pop("storage", None) or storage_from(settings)
-        pool = await open_pool(settings.database_url, min_size=pool_size[0], max_size=pool_size[1])
+        pool = await open_pool(settings.database_url, min_size=pool_size[0], max_size=pool_size[1],
+                               wait_seconds=db_wait_seconds)
         redis = redis or async_client(settings.redis_url)
         return cls(settings=settings, pool=pool, redis=redis, events=EventLog(redis, settings.events_ttl_seconds),
                    inflight=InFlight(redis, settings.job_expiry_seconds), storage=storage, **more)

@@ -25,10 +25,15 @@ def require_url(url: str) -> str:
     return url
 
 
-async def open_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> AsyncConnectionPool:
-    """Open an async connection pool and wait until it can serve a connection."""
+async def open_pool(url: str, *, min_size: int = 1, max_size: int = 10,
+                    wait_seconds: float = 30.0) -> AsyncConnectionPool:
+    """Open an async connection pool and wait until it can serve a connection.
+
+    A caller waits at most `wait_seconds` for a connection before `PoolTimeout`
+    (while PostgreSQL is down, that is how long each caller waits to learn it).
+    """
     pool = AsyncConnectionPool(
-        require_url(url), min_size=min_size, max_size=max_size, open=False,
+        require_url(url), min_size=min_size, max_size=max_size, open=False, timeout=wait_seconds,
         kwargs={"autocommit": True}, name="switchyard",
     )
     await pool.open(wait=True, timeout=15)

@@ -14,6 +14,7 @@ any gap from the replay stream.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -21,7 +22,7 @@ from uuid import UUID
 import msgspec
 from redis.asyncio import Redis
 
-from jobs.states import EventType
+from jobs.states import TERMINAL_EVENTS, EventType
 
 _PUBLISH = """
 local seq = redis.call('INCR', KEYS[1])
@@ -34,6 +35,16 @@ for i = 3, #ARGV do
 end
 return seq
 """
+
+
+#: A terminal event is published once: the first publisher sets the job's `ended` key (KEYS[3]); any later
+#: one (the outbox sweep racing a slow worker) publishes nothing and gets 0.
+_PUBLISH_END = """
+if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[2]) then return 0 end
+""" + _PUBLISH
+
+#: The outbox of terminal events: job ids scored by when their ending began, removed once announced.
+ENDING_KEY = "sy:ending"
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True):
@@ -71,8 +82,8 @@ def user_channel(owner_id: UUID | str) -> str:
 
 
 def _keys(job_id: UUID | str) -> list[str]:
-    # Hash tag: both keys of a job live in the same cluster slot.
-    return [f"sy:{{{job_id}}}:seq", f"sy:{{{job_id}}}:events"]
+    # Hash tag: every key of a job lives in the same cluster slot.
+    return [f"sy:{{{job_id}}}:seq", f"sy:{{{job_id}}}:events", f"sy:{{{job_id}}}:ended"]
 
 
 def now_iso() -> str:
@@ -87,26 +98,57 @@ class EventLog:
         self.redis = redis
         self.ttl_seconds = ttl_seconds
         self._publish = redis.register_script(_PUBLISH)
+        self._publish_end = redis.register_script(_PUBLISH_END)
 
     async def publish(
         self, job_id: UUID | str, owner_id: UUID, type: EventType, data: dict[str, Any] | None = None
     ) -> int:
-        """Append an event to the job's (or batch's) log and publish it; returns its sequence number."""
+        """Append an event to the job's (or batch's) log and publish it; returns its sequence number.
+
+        A job's terminal event is published at most once (0 for a repeat) and
+        takes the job out of the outbox (`ending`).
+        """
         body = _encoder.encode(
             _Unsequenced(type=str(type), job_id=str(job_id), at=now_iso(), data=data or {})
         )
-        seq = await self._publish(
-            keys=_keys(job_id),
-            args=[body[1:], self.ttl_seconds, job_channel(job_id), user_channel(owner_id)],
-        )
+        args: list[bytes | str | int] = [body[1:], self.ttl_seconds, job_channel(job_id), user_channel(owner_id)]
+        if type not in TERMINAL_EVENTS:
+            return int(await self._publish(keys=_keys(job_id)[:2], args=args))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            await self._publish_end(keys=_keys(job_id), args=args, client=pipe)
+            pipe.zrem(ENDING_KEY, str(job_id))
+            seq, _ = await pipe.execute()
         return int(seq)
+
+    async def ending(self, job_id: UUID | str) -> None:
+        """Before the commit that ends a job: put it in the outbox of terminal events.
+
+        If the process dies between that commit and `publish`, the maintenance
+        loop finds the job here and announces its end (`announce_missed_ends`).
+        """
+        await self.redis.zadd(ENDING_KEY, {str(job_id): time.time()})
+
+    async def unannounced(self, older_than: float, limit: int = 500) -> list[str]:
+        """Jobs in the outbox since more than `older_than` seconds ago."""
+        ids = await self.redis.zrangebyscore(ENDING_KEY, 0, time.time() - older_than, start=0, num=limit)
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
+    async def check_later(self, job_ids: list[str]) -> None:
+        """Keep jobs in the outbox, to be looked at again after the grace period (not finished yet)."""
+        if job_ids:
+            await self.redis.zadd(ENDING_KEY, dict.fromkeys(job_ids, time.time()))
+
+    async def forget(self, job_ids: list[str]) -> None:
+        """Take jobs out of the outbox (nothing to announce)."""
+        if job_ids:
+            await self.redis.zrem(ENDING_KEY, *job_ids)
 
     async def publish_many(self, events: list[tuple[UUID | str, UUID, EventType, dict[str, Any] | None]]) -> None:
         """`publish` for many jobs' events (job id, owner, type, data) in one pipeline."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id, owner_id, type, data in events:
                 body = _encoder.encode(_Unsequenced(type=str(type), job_id=str(job_id), at=now_iso(), data=data or {}))
-                await self._publish(keys=_keys(job_id), client=pipe,
+                await self._publish(keys=_keys(job_id)[:2], client=pipe,
                                     args=[body[1:], self.ttl_seconds, job_channel(job_id), user_channel(owner_id)])
             await pipe.execute()
 

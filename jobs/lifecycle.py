@@ -135,6 +135,43 @@ async def announce_end(clients: Clients, job: store.JobRow, status: Status, data
     logger.bind(job_id=str(job.id)).info("job {}", status)
 
 
+async def _into_outbox(clients: Clients, job_id: UUID) -> None:
+    """Before the commit that ends a job: its terminal event is owed (see `EventLog.ending`)."""
+    try:
+        await clients.events.ending(job_id)
+    except RedisError as exc:  # the ending itself must not wait for Redis; the event goes out if it can
+        logger.bind(job_id=str(job_id)).warning("could not note the ending in the outbox: {}", exc)
+
+
+async def announce_missed_ends(clients: Clients, grace_seconds: float) -> int:
+    """Publish the terminal events of jobs that ended without one (their process died after the commit).
+
+    A job still in the outbox after `grace_seconds` is looked up: finished → its
+    terminal event is published (once: a late publisher's repeat is dropped);
+    not finished (its process died before the commit; it will run again and
+    end) → looked at again later; gone → forgotten. Returns how many were announced.
+    """
+    ids = await clients.events.unannounced(grace_seconds)
+    if not ids:
+        return 0
+    rows = {str(row.id): row for row in await store.get_jobs(clients.pool, [UUID(i) for i in ids])}
+    announced, later = 0, []
+    for job_id in ids:
+        row = rows.get(job_id)
+        if row is None:
+            continue
+        status = Status(row.status)
+        if status not in _END_EVENTS:
+            later.append(job_id)
+            continue
+        data = {"result": row.result} if status is Status.SUCCEEDED else {"error": row.error}
+        announced += bool(await clients.events.publish(row.id, row.owner_id, _END_EVENTS[status], data))
+        logger.bind(job_id=job_id).warning("announced the end of a job whose process died after finishing it")
+    await clients.events.check_later(later)
+    await clients.events.forget([job_id for job_id in ids if job_id not in rows])
+    return announced
+
+
 async def _finish(clients: Clients, job: store.JobRow, status: Status, attempts: list[store.AttemptRow], *,
                   result: dict[str, Any] | None = None, error: dict[str, Any] | None = None, charge: int,
                   effect: Effect | None = None) -> bool:
@@ -144,6 +181,8 @@ async def _finish(clients: Clients, job: store.JobRow, status: Status, attempts:
         if not await store.finish(conn, job.id, job.attempts, status, result=result, error=error, usage=usage):
             logger.bind(job_id=str(job.id)).info("outcome discarded: the job is no longer ours")
             return False
+        if job.batch_id is None:
+            await _into_outbox(clients, job.id)
         await store.record_attempts(conn, job.id, attempts)
         if effect is not None:
             await effect(conn)
@@ -172,6 +211,8 @@ async def _end_unfinished(clients: Clients,
         row = await end(conn)
         if row is None:
             return None
+        if row.batch_id is None:
+            await _into_outbox(clients, row.id)
         # A batch line holds no reservation of its own (held = 0): its batch releases at the end.
         held = await credits.held(conn, row.id)
         await credits.release_all(conn, row.owner_id, row.id, held, credits.ledger_model(row))

@@ -52,6 +52,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: API over HTTPS only; without it they are `Secure` when the request came over HTTPS).
     secure_cookies: bool = False
     max_body_bytes: int = 1_048_576
+    #: How long an API request waits for a PostgreSQL connection before answering 503 (an outage
+    #: is reported this fast; workers keep waiting longer: their retries are Dramatiq's).
+    api_db_wait_seconds: float = 5.0
     #: Total characters of all messages of one request (schema caps each message and their count).
     max_prompt_chars: int = 400_000
 

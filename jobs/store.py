@@ -175,6 +175,13 @@ async def get_job(pool: AsyncConnectionPool, job_id: UUID, owner_id: UUID | None
         return await cur.fetchone()
 
 
+async def get_jobs(pool: AsyncConnectionPool, job_ids: list[UUID]) -> list[JobRow]:
+    """The jobs of `job_ids` that exist (any owner), in no particular order."""
+    async with pool.connection() as conn, conn.cursor(row_factory=_job_row) as cur:
+        await cur.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ANY(%s)", (job_ids,))
+        return await cur.fetchall()
+
+
 async def list_jobs(
     pool: AsyncConnectionPool,
     owner_id: UUID,

@@ -171,3 +171,49 @@ async def test_a_withdrawn_message_is_passed_over_by_the_fetch(stack: Stack, red
                             f"switchyard:__acks__.{broker.broker_id}.{queue}")
         await client.aclose()
         broker.close()
+
+
+def test_a_dead_workers_messages_go_back_to_the_head_of_their_queue(stack: Stack,
+                                                                    redis_client: redis.Redis) -> None:
+    """A killed worker's job was taken from the head: behind a backlog it must not wait for the whole queue."""
+    broker = make_broker(stack.settings, middleware=[], maintenance=True)
+    ns, queue = broker.namespace, f"head-first-{uuid.uuid4().hex[:6]}"
+    redis_client.hset(f"{ns}:{queue}.msgs", mapping={"waiting-1": b"{}", "waiting-2": b"{}", "orphan": b"{}"})
+    redis_client.rpush(f"{ns}:{queue}", "waiting-1", "waiting-2")
+    redis_client.zadd(f"{ns}:__heartbeats__", {"killed-worker": 0})
+    redis_client.sadd(f"{ns}:__acks__.killed-worker.{queue}", "orphan")
+    try:
+        broker.do_qsize(queue)  # any command runs the maintenance on a maintenance broker
+        assert redis_client.lrange(f"{ns}:{queue}", 0, -1) == [b"orphan", b"waiting-1", b"waiting-2"]
+    finally:
+        redis_client.delete(f"{ns}:{queue}", f"{ns}:{queue}.msgs")
+        broker.close()
+
+
+async def test_an_ending_whose_announcement_died_is_announced_once(stack: Stack, user: User,
+                                                                   redis_client: redis.Redis) -> None:
+    """The events' outbox: a job committed as finished by a process killed before it published the end."""
+    from jobs.events import ENDING_KEY, EventLog
+    from jobs.redis import async_client
+    from jobs.states import EventType
+
+    job_id = uuid7()
+    with psycopg.connect(stack.env["DATABASE_URL"], autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO jobs (id, owner_id, kind, queue, input, status, result, attempts, started_at, finished_at) "
+            "VALUES (%s, %s, 'chat.completion', 'chat', '{}'::jsonb, 'succeeded', '{\"content\": \"done\"}'::jsonb, "
+            "1, now(), now())", (job_id, user.id))
+    redis_client.zadd(ENDING_KEY, {str(job_id): time.time() - 60})  # what `_finish` noted before its commit
+    deadline = time.monotonic() + 10
+    while redis_client.zscore(ENDING_KEY, str(job_id)) is not None:
+        assert time.monotonic() < deadline, "the maintenance loop did not announce the missed end"
+        await asyncio.sleep(0.1)
+    assert event_types(redis_client, job_id) == ["succeeded"]
+    # The killed worker's process did not really die (a long pause): its late publish is dropped.
+    events = EventLog(async_client(stack.env["REDIS_URL"]), 3600)
+    try:
+        assert await events.publish(job_id, user.id, EventType.SUCCEEDED, {"result": {}}) == 0
+    finally:
+        await events.redis.aclose()
+    assert event_types(redis_client, job_id) == ["succeeded"]
+    assert "announced the end of a job whose process died" in stack.maintenance.log()

@@ -8,6 +8,8 @@ expired lease). The reservation sweep runs first, so an expired job is failed
 and its credits released rather than sent again. Last, every live batch is
 looked at (`jobs.batches.Tracker`): progress events, expiry, cancellation,
 resuming a stopped fan-out, and finalizing a batch whose lines all ended.
+Jobs whose process died between ending them and announcing it get their
+terminal event (`jobs.lifecycle.announce_missed_ends`, the events' outbox).
 Duplicate messages are harmless: the claim makes the extra delivery a no-op.
 Run one or more (`switchyard maintenance` = `python -m workers.maintenance`);
 `FOR UPDATE SKIP LOCKED` lets several loops share the work.
@@ -33,6 +35,9 @@ from jobs.states import Queue
 
 #: How often finished-but-unsettled reservations are looked for (a repair for old code paths, not a hot path).
 ORPHAN_SWEEP_SECONDS = 60.0
+#: A job whose ending began this long ago and still has no terminal event lost its publisher (a process
+#: killed between the commit and the publish): the loop announces it. Far above a commit's duration.
+ENDING_GRACE_SECONDS = 5.0
 
 
 async def resend_lost(clients: Clients) -> int:
@@ -56,7 +61,8 @@ async def resend_lost(clients: Clients) -> int:
     lost = [job for job in lost if job[0] not in held]
     lost += [job for job in queued if job[1] in empty]
     lost += await unsent(clients.redis, [job for job in queued if job[1] not in empty])
-    await send_jobs(clients.redis, lost, wakeup=clients.settings.dispatch_wakeup)
+    # Ahead of the queue: these jobs were accepted long ago (a backlog must not delay them again).
+    await send_jobs(clients.redis, lost, wakeup=clients.settings.dispatch_wakeup, front=True)
     for job_id, queue in lost:
         logger.bind(job_id=job_id).warning("re-sent a job whose message was lost (queue {})", queue)
     return len(lost)
@@ -138,6 +144,7 @@ async def run_forever(settings: Settings, broker: WakeupRedisBroker) -> None:
                                ("reservation sweep", reservations.sweep),
                                ("reconciler", lambda: resend_lost(clients)),
                                ("dead letters", lambda: fail_held_dead_letters(clients)),
+                               ("missed ends", lambda: lifecycle.announce_missed_ends(clients, ENDING_GRACE_SECONDS)),
                                ("batches", tracker.tick)):
                 try:
                     await step()

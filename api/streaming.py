@@ -16,6 +16,7 @@ from uuid import UUID
 
 from litestar.channels import ChannelsPlugin
 from litestar.channels.subscriber import Subscriber
+from psycopg_pool import PoolTimeout
 
 from api.state import Services
 from jobs import store
@@ -31,11 +32,19 @@ class TimedSubscriber(Subscriber):
 
     async def next_event(self, timeout: float) -> bytes | None:
         """The next raw message, or None after `timeout` seconds of silence."""
-        try:
-            item = await asyncio.wait_for(self._queue.get(), timeout)
-        except TimeoutError:
-            return None
-        self._queue.task_done()
+        # Not `asyncio.wait_for`: before Python 3.12 it wraps the get in a new Task per call, and
+        # thousands of those, each alive until the next token, cost more than the sends (and,
+        # surviving young collections, made the garbage collector walk the whole heap).
+        queue = self._queue
+        if queue.empty():
+            try:
+                async with asyncio.timeout(timeout):
+                    item = await queue.get()
+            except TimeoutError:
+                return None
+        else:
+            item = queue.get_nowait()
+        queue.task_done()
         return item
 
 
@@ -71,7 +80,12 @@ async def job_events(services: Services, channels: ChannelsPlugin, job: store.Jo
                 quiet_polls = 0 if backlog else quiet_polls + 1
                 if quiet_polls >= _ROW_CHECK_EVERY:
                     quiet_polls = 0
-                    fresh = await store.get_job(services.pool, job.id, None)
+                    try:
+                        fresh = await store.get_job(services.pool, job.id, None)
+                    except PoolTimeout:
+                        # A safety net, not the stream: thousands of quiet subscribers can drain
+                        # the pool at once; check again at the next round instead of failing the socket.
+                        continue
                     if fresh is not None and fresh.status in TERMINAL_STATUSES:
                         # Finished, but its terminal event is not in the stream: say so once.
                         backlog = await services.events.replay(job.id, last) or [_synthetic_end(fresh, last + 1)]

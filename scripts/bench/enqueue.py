@@ -82,7 +82,7 @@ def redis_benchmark(redis_url: str, n: int) -> float | None:
     port = urlsplit(redis_url).port or 6379
     out = subprocess.run(["redis-benchmark", "-p", str(port), "-t", "lpush", "-n", str(n), "-c", "1", "-P", "1",
                           "-d", str(len(BODY)), "--csv"], capture_output=True, text=True, check=True).stdout
-    row = [line for line in out.splitlines() if line.startswith('"LPUSH"')][0]
+    row = next(line for line in out.splitlines() if line.startswith('"LPUSH"'))
     return float(row.split(",")[1].strip('"'))
 
 
@@ -140,21 +140,28 @@ def main() -> None:
         "statuses": [r.get("statuses") for r in rs]} for name, rs in results.items() if rs}
     raw = summary["dramatiq_send"]["rate"]
     best = max(summary["ours_one_user_c50"]["rate"], summary["ours_many_users_c50"]["rate"])
-    print(f"\nacceptance, medians of {args.rounds} interleaved rounds, {args.jobs} requests each "
-          f"(API: {args.api_workers} uvicorn processes)")
-    print(f"{'':<34}{'per s':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'vs send':>9}")
+    labels = {"redis_benchmark_lpush": "redis-benchmark LPUSH (1 client, sequential)",
+              "redis_py_lpush": "redis-py LPUSH (1 client, sequential)",
+              "dramatiq_send": "**raw Dramatiq `actor.send()`** (1 client, sequential)",
+              "ours_sequential": "Switchyard `POST /v1/jobs` (1 client, sequential)",
+              "ours_one_user_c50": "Switchyard `POST /v1/jobs`, 50 clients of **one user**",
+              "ours_many_users_c50": "Switchyard `POST /v1/jobs`, 50 clients of 50 users"}
+    print(f"\nAccepted per second, medians of {args.rounds} interleaved rounds of {args.jobs:,} requests "
+          f"(API: {args.api_workers} uvicorn processes; no worker running)\n")
+    print("| sender | per s | p50 ms | p99 ms | max ms | × raw send |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name, s in summary.items():
-        lat = "".join(f"{s[k]:>9.2f}" if k in s else f"{'':>9}" for k in ("p50_ms", "p99_ms", "max_ms"))
-        print(f"{name:<34}{s['rate']:>9.0f}{lat}{s['rate'] / raw:>8.2f}x")
+        lat = " | ".join(f"{s[k]:.2f}" if k in s else "" for k in ("p50_ms", "p99_ms", "max_ms"))
+        print(f"| {labels[name]} | {s['rate']:,.0f} | {lat} | {s['rate'] / raw:.2f} |")
     one, many = summary["ours_one_user_c50"], summary["ours_many_users_c50"]
-    print(f"\none user at c=50 vs 50 users: {one['rate'] / many['rate']:.2f}x")
+    print(f"\nOne user at c=50 / 50 users at c=50: **{one['rate'] / many['rate']:.2f}×**\n")
     targets = [
         ("accepted jobs/s >= 3000", best >= 3000, f"{best:.0f}/s"),
         ("accepted jobs/s >= 0.6 x raw Dramatiq send", best >= 0.6 * raw, f"{best / raw:.2f}x of {raw:.0f}/s"),
         ("p99 accept latency < 50 ms (c=50, one user)", one["p99_ms"] < 50, f"{one['p99_ms']:.1f} ms"),
     ]
     for label, met, figure in targets:
-        print(f"target {label}: {'MET' if met else 'MISSED'} ({figure})")
+        print(f"- target {label}: {'MET' if met else 'MISSED'} ({figure})")
     if args.json:
         args.json.write_text(json.dumps({"summary": summary, "rounds": results, "jobs": args.jobs,
                                          "api_workers": args.api_workers,

@@ -640,6 +640,7 @@ def bench(args: argparse.Namespace) -> dict[str, list[Run]]:
 
 
 def report(args: argparse.Namespace, results: dict[str, list[Run]]) -> None:
+    """Print the tables (markdown) and, with `--json`, write the platform's figures and targets."""
     med = statistics.median
     ideal = args.ttft_ms / 1000 + args.tokens / args.tps
     n = args.streams
@@ -703,6 +704,13 @@ def report(args: argparse.Namespace, results: dict[str, list[Run]]) -> None:
     def mark(ok: bool) -> str:
         return "✓" if ok else "✗"
 
+    if args.json:
+        args.json.write_text(json.dumps({"streams": n, "cores": cores, "peak_rss_mb": rss, "concurrent": concurrent,
+                                         "tokens_per_s": rate, "cores_needed": needed, "targets": [
+            {"label": f"worker: >= {n} concurrent streams in one process", "met": concurrent >= n,
+             "figure": f"{concurrent:.0f}"},
+            {"label": "worker: < 1 core at the full token rate", "met": needed < 1, "figure": f"{needed:.2f} cores"},
+            {"label": "worker: < 200 MB RSS", "met": rss < 200, "figure": f"{rss:.0f} MB"}]}, indent=2))
     print(f"\nTarget (one worker process, {n} concurrent streams at {args.tps:g} tokens/s, < 1 core, < 200 MB): "
           f"concurrent {concurrent:.0f} {mark(concurrent >= n)}; delivered {rate:.1f} tokens/s per stream "
           f"{mark(rate >= 0.9 * args.tps)}; {cores:.2f} cores used {mark(cores < 1)}, ≈ {needed:.2f} cores needed "
@@ -725,6 +733,7 @@ def main() -> None:
                         help="platform: submit the jobs to the running worker (default: while it is stopped, "
                              "then resume it, so the N jobs arrive as one burst)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 50 streams, 20 tokens, 1 round")
+    parser.add_argument("--json", type=Path, help="write the platform's figures here")
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     args = parser.parse_args()

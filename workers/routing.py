@@ -48,6 +48,7 @@ from jobs.kinds import ChatCompletionInput, EmbeddingInput, Usage
 from jobs.ratelimit import RateLimiter
 from jobs.states import EventType
 from workers.chat_call import call_target
+from workers.deltas import Deltas
 from workers.embed_call import embed_target
 from workers.providers.base import ChatOutcome, EmbedOutcome, estimate_tokens
 from workers.runtime import Runtime
@@ -197,6 +198,7 @@ class RouteRun(RouteWalk[ChatOutcome]):
         super().__init__(rt, job, input.model, input.fallback, attempts, publish)
         self.input = input
         self.prompt_tokens = sum(estimate_tokens(m.content) for m in input.messages)
+        self.deltas = Deltas(self._publish_delta)
 
     async def on_target(self, target: Target) -> ChatOutcome:
         """The completion from `target`."""
@@ -204,12 +206,18 @@ class RouteRun(RouteWalk[ChatOutcome]):
             raise ContextTooLong(
                 f"~{self.prompt_tokens} prompt tokens exceed {target_name(target)}'s {target.context_window}")
         tokens = self.prompt_tokens + min(self.input.max_tokens, target.max_output)
-        on_delta = self._publish_delta if self.input.stream else None
-        return await self.call(target, tokens, lambda timeout: call_target(
-            self.rt, self.job, target, self.input, self.attempts, on_delta=on_delta, timeout=timeout))
+        on_delta = self.deltas.add if self.input.stream else None
+        try:
+            outcome = await self.call(target, tokens, lambda timeout: call_target(
+                self.rt, self.job, target, self.input, self.attempts, on_delta=on_delta, timeout=timeout))
+        finally:
+            await self.deltas.drain()  # every delta out before the ending (or the next target's `reset`)
+        self.deltas.check()
+        return outcome
 
     async def failed(self, name: str, exc: ProviderError) -> None:
         """Tell the client to drop what a broken stream already showed."""
+        await self.deltas.drain()
         # call_target records partial usage on a failed attempt exactly when it streamed text.
         if self.attempts and self.attempts[-1].usage is not None:
             await self.publish(EventType.RESET, {"target": name, "reason": exc.code})

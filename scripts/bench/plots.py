@@ -33,21 +33,29 @@ def _enqueue(figures: dict[str, Any], path: Path) -> None:
 
 
 def _gateway(figures: dict[str, Any], path: Path) -> None:
-    """Added latency (p50) vs concurrency, LiteLLM vs Switchyard, streaming and not."""
-    curves = figures.get("curves") or {}
-    if not curves:
-        raise KeyError("curves")
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=False)
-    for ax, mode in zip(axes, ("non-streaming", "streaming"), strict=True):
-        for target, points in curves.get(mode, {}).items():
-            xs = [p["concurrency"] for p in points]
-            ax.plot(xs, [p["p50_ms"] for p in points], marker="o", label=f"{target} p50")
-            ax.plot(xs, [p["p99_ms"] for p in points], marker="x", linestyle=":", label=f"{target} p99")
-        ax.set_title(mode)
-        ax.set_xscale("log")
-        ax.set_xlabel("concurrent clients")
-        ax.set_ylabel("latency ms")
-        ax.legend(fontsize=7)
+    """Latency (p50, p99) and rate vs concurrency: direct, LiteLLM, Switchyard; streaming and not."""
+    rows = figures["summary"]["rows"]
+    modes = sorted({r["mode"] for r in rows})
+    fig, axes = plt.subplots(2, len(modes), figsize=(4.6 * len(modes), 6.4), squeeze=False)
+    for col, mode in enumerate(modes):
+        for target, color in (("direct", "#999"), ("litellm", "#c63"), ("switchyard", "#4a7")):
+            points = sorted((r for r in rows if r["mode"] == mode and r["target"] == target),
+                            key=lambda r: r["concurrency"])
+            xs = [r["concurrency"] for r in points]
+            axes[0][col].plot(xs, [r["p50_ms"] for r in points], marker="o", color=color, label=f"{target} p50")
+            axes[0][col].plot(xs, [r["p99_ms"] for r in points], marker="x", linestyle=":", color=color,
+                              label=f"{target} p99")
+            if target != "direct":  # tens of times the others: it would flatten them
+                axes[1][col].plot(xs, [r["rps"] for r in points], marker="o", color=color, label=target)
+        axes[0][col].set_title(f"{mode}: latency")
+        axes[0][col].set_yscale("log")
+        axes[0][col].set_ylabel("ms")
+        axes[1][col].set_title(f"{mode}: completed per second")
+        axes[1][col].set_ylabel("requests/s")
+        for ax in (axes[0][col], axes[1][col]):
+            ax.set_xscale("log")
+            ax.set_xlabel("concurrent clients")
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -95,7 +95,7 @@ def classify_transport(exc: BaseException) -> ProviderError:
     match exc:
         case httpx.TimeoutException() | httpx2.TimeoutException() | TimeoutError():
             return ProviderOverloaded(f"timed out: {type(exc).__name__}", reason="timeout")
-        case json.JSONDecodeError() | UnicodeDecodeError():
+        case json.JSONDecodeError() | UnicodeDecodeError() | msgspec.DecodeError():
             return ProviderOverloaded("malformed response from the provider", reason="malformed")
         case httpx.RemoteProtocolError() | httpx2.RemoteProtocolError():
             return ProviderOverloaded("connection closed mid-response", reason="stream_broken")

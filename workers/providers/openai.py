@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import openai
 
-from jobs.errors import ProviderError
+from jobs.errors import ProviderError, ProviderOverloaded
 from jobs.kinds import Usage
 from workers.providers.base import (
     ChatOutcome,
@@ -79,21 +80,62 @@ class OpenAIProvider:
         return ChatOutcome(content=content, finish_reason=choice.finish_reason or "stop", usage=usage)
 
     async def _stream(self, kwargs: dict[str, Any], text: StreamedText) -> ChatOutcome:
+        """The SDK sends the request and raises its errors; the chunks are decoded here, with msgspec.
+
+        The SDK's own chunk parsing (pydantic models per token) cost more CPU than everything
+        else a streaming job does (ADR 0007: 5.3 vs 1.2 CPU s for 500 streams).
+        """
         finish_reason = "stop"
         usage: Usage | None = None
-        stream = await self.client.chat.completions.create(
+        async with self.client.chat.completions.with_streaming_response.create(
             **kwargs, stream=True, stream_options={"include_usage": True}
-        )
-        async with stream:
-            async for chunk in stream:
+        ) as response:
+            async for line in response.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                chunk = _decode_chunk(data)
+                if chunk.error is not None:
+                    raise ProviderOverloaded(f"provider error mid-stream: {chunk.error.get('message')}",
+                                             reason="stream_broken")
                 if chunk.usage is not None:
-                    usage = _usage(chunk.usage)
+                    usage = Usage(prompt_tokens=chunk.usage.prompt_tokens,
+                                  completion_tokens=chunk.usage.completion_tokens,
+                                  total_tokens=chunk.usage.total_tokens)
                 for choice in chunk.choices:
                     await text.add(choice.delta.content or "")
                     if choice.finish_reason:
                         finish_reason = choice.finish_reason
         return ChatOutcome(content=text.text, finish_reason=finish_reason,
                            usage=usage or _estimated(kwargs, text.text), ttft_ms=text.ttft_ms)
+
+
+class _Delta(msgspec.Struct):
+    content: str | None = None
+
+
+class _Choice(msgspec.Struct):
+    delta: _Delta = msgspec.field(default_factory=_Delta)
+    finish_reason: str | None = None
+
+
+class _ChunkUsage(msgspec.Struct):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class _Chunk(msgspec.Struct):
+    """What a streaming chat completion chunk carries that we use (the rest is skipped unparsed)."""
+
+    choices: list[_Choice] = []
+    usage: _ChunkUsage | None = None
+    error: dict[str, Any] | None = None
+
+
+_decode_chunk = msgspec.json.Decoder(_Chunk).decode
 
 
 def _usage(reported: Any) -> Usage:

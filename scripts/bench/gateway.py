@@ -54,6 +54,8 @@ from typing import Any
 
 import msgspec
 
+from scripts.bench.chunks import decode_chunk
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 LITELLM_VENV = ROOT / ".bench" / "litellm-venv"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -138,27 +140,12 @@ def serve_simulator(port: int) -> None:
 # The load generator (`--load SPEC` / `--first-token SPEC`): hand-written HTTP/1.1 on asyncio streams
 
 
-class _Delta(msgspec.Struct):
-    content: str | None = None
-
-
-class _Choice(msgspec.Struct):
-    delta: _Delta
-
-
-class _Chunk(msgspec.Struct):
-    """The part of a `chat.completion.chunk` a reader needs."""
-
-    choices: list[_Choice] = []
-
-
 class _Event(msgspec.Struct):
     """The part of a native job event a reader needs."""
 
     type: str
 
 
-_chunk = msgspec.json.Decoder(_Chunk).decode
 _event = msgspec.json.Decoder(_Event).decode
 
 
@@ -262,7 +249,7 @@ class SseReader:
             if kind == "delta" and not self.first:
                 self.first = time.monotonic_ns()
             self.done = self.done or kind in ("succeeded", "failed", "cancelled")
-        elif not self.first and any(c.delta.content for c in _chunk(payload).choices):
+        elif not self.first and any(c.delta.content for c in decode_chunk(payload).choices):
             self.first = time.monotonic_ns()
 
 
@@ -882,6 +869,7 @@ def main() -> None:
     parser.add_argument("--worker-threads", type=int, default=56)
     parser.add_argument("--json", type=Path, help="write every figure here")
     parser.add_argument("--no-netns", action="store_true", help="do not re-run inside `unshare -n`")
+    parser.add_argument("--setup", action="store_true", help="only install LiteLLM's venv (needs the registry)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 1 round, 1.5 s windows, 8 first-token requests")
     parser.add_argument("--serve-simulator", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -895,6 +883,8 @@ def main() -> None:
     if 1 not in args.concurrency:
         parser.error("--concurrency must include 1 (the targets compare added latency at concurrency 1)")
     ensure_litellm()
+    if args.setup:
+        return None
     if not offline() and not args.no_netns:
         reexec_offline()
     if args.quick:

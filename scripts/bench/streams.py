@@ -70,6 +70,8 @@ from typing import Any
 
 import msgspec
 
+from scripts.bench.chunks import decode_chunk
+
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "Tell me about switchyards, stream"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -241,26 +243,12 @@ def child_asyncio(base_url: str, streams: int) -> dict[str, Any]:
     return asyncio.run(main())
 
 
-class _Delta(msgspec.Struct):
-    content: str | None = None
-
-
-class _Choice(msgspec.Struct):
-    delta: _Delta
-
-
-class _Chunk(msgspec.Struct):
-    """The part of a `chat.completion.chunk` a stream reader needs."""
-
-    choices: list[_Choice] = []
-
-
 def child_raw_sse(base_url: str, streams: int) -> dict[str, Any]:
     """(b') One event loop, N tasks, HTTP/1.1 by hand on asyncio streams, each chunk decoded by msgspec.
 
     No HTTP library and no SDK: the floor of reading N token streams in one Python event loop.
     """
-    decode = msgspec.json.Decoder(_Chunk).decode
+    decode = decode_chunk
     host, port = base_url.removeprefix("http://").split(":")
 
     async def main() -> dict[str, Any]:

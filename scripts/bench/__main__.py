@@ -104,6 +104,19 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, {platform.system()}"
 
 
+def _label(target: dict[str, Any]) -> str:
+    return str(target.get("label") or target["name"])
+
+
+def _figure(target: dict[str, Any]) -> str:
+    """A target's figure: given, or ours vs the peer's with the ratio (scripts/bench/gateway.py)."""
+    if "figure" in target:
+        return str(target["figure"])
+    if target.get("ratio") is None:
+        return "—"
+    return f"{target['ours']:.2f} vs LiteLLM {target['litellm']:.2f} ({target['ratio']:.2f}×)"
+
+
 def render(runs: list[dict[str, Any]], quick: bool, plots: list[str]) -> str:
     """The generated section of docs/benchmarks.md."""
     lines = [BEGIN, "", "## Against the peers: every target of the benchmark set", "",
@@ -113,7 +126,7 @@ def render(runs: list[dict[str, Any]], quick: bool, plots: list[str]) -> str:
              "| benchmark | target | figure | |", "|---|---|---|---|"]
     for r in runs:
         for t in r["figures"].get("targets", []):
-            lines.append(f"| {r['bench'].name} | {t['label']} | {t['figure']} | {'MET' if t['met'] else 'MISSED'} |")
+            lines.append(f"| {r['bench'].name} | {_label(t)} | {_figure(t)} | {'MET' if t['met'] else 'MISSED'} |")
         if not r["ok"]:
             lines.append(f"| {r['bench'].name} | (run failed: see `docs/bench/{r['bench'].name}.md`) | | FAILED |")
     lines.append("")

@@ -217,7 +217,10 @@ def _write(pipe: Any, namespace: str, jobs: list[Outgoing], wakeup: bool, front:
         by_queue.setdefault(queue, {})[job_id] = job[2] if len(job) == 3 else job_message(job_id, queue)
     for queue, messages in by_queue.items():
         pipe.hset(f"{namespace}:{queue}.msgs", mapping=messages)
-        (pipe.lpush if front else pipe.rpush)(f"{namespace}:{queue}", *messages)
+        if front:  # LPUSH puts its last argument first: the first job given stays first
+            pipe.lpush(f"{namespace}:{queue}", *reversed(list(messages)))
+        else:
+            pipe.rpush(f"{namespace}:{queue}", *messages)
         count_rate(pipe, queue, "enqueued", len(messages))
         if wakeup:
             pipe.publish(wake_channel(namespace, queue), b"1")

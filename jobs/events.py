@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 from jobs.states import TERMINAL_EVENTS, EventType
 
 _PUBLISH = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
 local seq = redis.call('INCR', KEYS[1])
 local payload = '{"seq":' .. seq .. ',' .. ARGV[1]
 redis.call('XADD', KEYS[2], '0-' .. seq, 'e', payload)
@@ -38,10 +39,11 @@ return seq
 
 
 #: A terminal event is published once: the first publisher sets the job's `ended` key (KEYS[3]); any later
-#: one (the outbox sweep racing a slow worker) publishes nothing and gets 0.
+#: one (the outbox sweep racing a slow worker) publishes nothing and gets 0 — as does every event after it
+#: (`_PUBLISH`'s first line: a worker still streaming a job that was cancelled or expired meanwhile).
 _PUBLISH_END = """
 if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[2]) then return 0 end
-""" + _PUBLISH
+""" + _PUBLISH.replace("if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end\n", "", 1)
 
 #: The outbox of terminal events: job ids scored by when their ending began, removed once announced.
 ENDING_KEY = "sy:ending"
@@ -113,7 +115,7 @@ class EventLog:
         )
         args: list[bytes | str | int] = [body[1:], self.ttl_seconds, job_channel(job_id), user_channel(owner_id)]
         if type not in TERMINAL_EVENTS:
-            return int(await self._publish(keys=_keys(job_id)[:2], args=args))
+            return int(await self._publish(keys=_keys(job_id), args=args))
         async with self.redis.pipeline(transaction=False) as pipe:
             await self._publish_end(keys=_keys(job_id), args=args, client=pipe)
             pipe.zrem(ENDING_KEY, str(job_id))
@@ -148,7 +150,7 @@ class EventLog:
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id, owner_id, type, data in events:
                 body = _encoder.encode(_Unsequenced(type=str(type), job_id=str(job_id), at=now_iso(), data=data or {}))
-                await self._publish(keys=_keys(job_id)[:2], client=pipe,
+                await self._publish(keys=_keys(job_id), client=pipe,
                                     args=[body[1:], self.ttl_seconds, job_channel(job_id), user_channel(owner_id)])
             await pipe.execute()
 

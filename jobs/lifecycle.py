@@ -165,8 +165,9 @@ async def announce_missed_ends(clients: Clients, grace_seconds: float) -> int:
             later.append(job_id)
             continue
         data = {"result": row.result} if status is Status.SUCCEEDED else {"error": row.error}
-        announced += bool(await clients.events.publish(row.id, row.owner_id, _END_EVENTS[status], data))
-        logger.bind(job_id=job_id).warning("announced the end of a job whose process died after finishing it")
+        if await clients.events.publish(row.id, row.owner_id, _END_EVENTS[status], data):
+            announced += 1
+            logger.bind(job_id=job_id).warning("announced the end of a job whose process died after finishing it")
     await clients.events.check_later(later)
     await clients.events.forget([job_id for job_id in ids if job_id not in rows])
     return announced

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from uuid import UUID
 
 import msgspec
+import psycopg
 from loguru import logger
 
 from jobs import credits, metrics, store
@@ -73,7 +74,8 @@ class Submitter:
         )
         waiting = _Waiting(job, new, asyncio.get_running_loop().create_future())
         self._waiting.append(waiting)
-        if len(self._writers) < self.parallel:
+        # A finished writer leaves the set by a callback run later: count only the ones still running.
+        if sum(not writer.done() for writer in self._writers) < self.parallel:
             writer = asyncio.create_task(self._write_while_waiting())
             self._writers.add(writer)
             writer.add_done_callback(self._writers.discard)
@@ -82,6 +84,10 @@ class Submitter:
     async def _write_while_waiting(self) -> None:
         while self._waiting:
             group, self._waiting = self._waiting[:self.max_batch], self._waiting[self.max_batch:]
+            # A request cancelled while it waited (its client left, a shutdown) gets no job.
+            group = [waiting for waiting in group if not waiting.done.done()]
+            if not group:
+                continue
             try:
                 await self._write(group)
             except Exception as exc:  # every waiting request gets the error, as alone it would
@@ -90,7 +96,15 @@ class Submitter:
                         waiting.done.set_exception(exc)
 
     async def _write(self, group: list[_Waiting]) -> None:
-        rows, alone = await self._commit(group)
+        try:
+            rows, alone = await self._commit(group)
+        except (psycopg.DataError, psycopg.IntegrityError):
+            if len(group) == 1:
+                raise
+            # One request PostgreSQL cannot store (a NUL in its text, say) must not fail the others:
+            # nothing of the group was written; each is submitted alone and only that one fails.
+            await asyncio.gather(*(self._submit_alone(w) for w in group))
+            return
         written = [w for w in group if w.new.id in rows]
         for waiting in written:
             metrics.JOBS_SUBMITTED.labels(kind=waiting.new.kind, queue=waiting.new.queue).inc()

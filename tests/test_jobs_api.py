@@ -175,3 +175,12 @@ async def test_prompt_larger_than_the_limit_is_413(client: httpx.AsyncClient) ->
     resp = await client.post("/v1/jobs", json=body)
     assert resp.status_code == 413
     assert resp.json()["code"] == "prompt_too_large"
+
+
+async def test_a_request_postgresql_cannot_store_fails_alone_in_its_group(client: httpx.AsyncClient) -> None:
+    """Submissions arriving together share one INSERT (jobs/submitter.py): one bad row must not refuse the others."""
+    bodies = [chat_job(f"fine {i}") for i in range(30)]
+    bodies[13] = chat_job("a NUL \u0000 PostgreSQL cannot store")
+    responses = await asyncio.gather(*(client.post("/v1/jobs", json=body) for body in bodies))
+    assert responses[13].status_code == 400 and responses[13].json()["code"] == "bad_request"
+    assert [r.status_code for i, r in enumerate(responses) if i != 13] == [202] * 29

@@ -53,6 +53,8 @@ class Report:
     accepted: int = 0
     terminal: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
+    #: Failed jobs by their error code.
+    failure_codes: dict[str, int] = field(default_factory=dict)
     #: Jobs claimed more than once (redelivered after a kill, a lost lease, a restart).
     reclaimed: int = 0
     claims: int = 0
@@ -136,6 +138,7 @@ class _Job:
     charged_credits: int | None
     has_result: bool
     batch_id: str | None
+    error_code: str | None = None
 
 
 def _jobs(conn: psycopg.Connection[Any], ids: list[UUID], report: Report, bad: Violations) -> dict[UUID, _Job]:
@@ -143,7 +146,7 @@ def _jobs(conn: psycopg.Connection[Any], ids: list[UUID], report: Report, bad: V
     rows = conn.execute(
         """
         SELECT id, owner_id, kind, status, attempts, reserved_credits, charged_credits, result IS NOT NULL,
-               batch_id
+               batch_id, error->>'code'
         FROM jobs WHERE id = ANY(%s)
         """, (ids,)).fetchall()
     jobs = {row[0]: _Job(*row) for row in rows}
@@ -151,6 +154,7 @@ def _jobs(conn: psycopg.Connection[Any], ids: list[UUID], report: Report, bad: V
         bad.add("lost: accepted but no row", str(missing))
     statuses = Counter(job.status for job in jobs.values())
     report.by_status = dict(sorted(statuses.items()))
+    report.failure_codes = dict(Counter(job.error_code or "?" for job in jobs.values() if job.status == "failed"))
     report.terminal = sum(n for status, n in statuses.items() if status in TERMINAL_STATUSES)
     report.claims = sum(job.claims for job in jobs.values())
     report.reclaimed = sum(job.claims > 1 for job in jobs.values())

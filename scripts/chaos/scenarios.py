@@ -78,7 +78,7 @@ QUICK = {
 
 def _all_succeeded(report: oracle.Report) -> None:
     others = {s: n for s, n in report.by_status.items() if s != "succeeded"}
-    assert not others, f"every job should succeed here; also ended: {others}"
+    assert not others, f"every job should succeed here; also ended: {others} (failure codes {report.failure_codes})"
 
 
 # --- (a) kill-workers ----------------------------------------------------------------------------------------------

@@ -97,15 +97,15 @@ class OpenAIProvider:
                 if data == "[DONE]":
                     break
                 chunk = _decode_chunk(data)
-                if chunk.error is not None:
+                if chunk.error:
                     raise ProviderOverloaded(f"provider error mid-stream: {chunk.error.get('message')}",
                                              reason="stream_broken")
                 if chunk.usage is not None:
-                    usage = Usage(prompt_tokens=chunk.usage.prompt_tokens,
-                                  completion_tokens=chunk.usage.completion_tokens,
-                                  total_tokens=chunk.usage.total_tokens)
-                for choice in chunk.choices:
-                    await text.add(choice.delta.content or "")
+                    usage = Usage(prompt_tokens=chunk.usage.prompt_tokens or 0,
+                                  completion_tokens=chunk.usage.completion_tokens or 0,
+                                  total_tokens=chunk.usage.total_tokens or 0)
+                for choice in chunk.choices or ():
+                    await text.add(choice.delta.content or "" if choice.delta else "")
                     if choice.finish_reason:
                         finish_reason = choice.finish_reason
         return ChatOutcome(content=text.text, finish_reason=finish_reason,
@@ -117,20 +117,23 @@ class _Delta(msgspec.Struct):
 
 
 class _Choice(msgspec.Struct):
-    delta: _Delta = msgspec.field(default_factory=_Delta)
+    delta: _Delta | None = None
     finish_reason: str | None = None
 
 
 class _ChunkUsage(msgspec.Struct):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
+    prompt_tokens: int | None = 0
+    completion_tokens: int | None = 0
+    total_tokens: int | None = 0
 
 
 class _Chunk(msgspec.Struct):
-    """What a streaming chat completion chunk carries that we use (the rest is skipped unparsed)."""
+    """What a streaming chat completion chunk carries that we use (the rest is skipped unparsed).
 
-    choices: list[_Choice] = []
+    As lenient as the SDK: servers send `null` for lists and counts they have nothing for.
+    """
+
+    choices: list[_Choice] | None = None
     usage: _ChunkUsage | None = None
     error: dict[str, Any] | None = None
 

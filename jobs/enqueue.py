@@ -29,14 +29,30 @@ def send_job(broker: WakeupRedisBroker, job_id: UUID, queue: str) -> None:
     broker.send_jobs([(str(job_id), queue)])
 
 
+def new_job(job: Job, *, owner_id: UUID, job_id: UUID, max_attempts: int, reserve: int = 0) -> store.NewJob:
+    """The row a job becomes: its kind, lane, input as stored, and what it holds."""
+    return store.NewJob(
+        id=job_id, owner_id=owner_id, kind=str(job.__struct_config__.tag), queue=str(job.queue),
+        input=msgspec.to_builtins(job.input), metadata=job.metadata, max_attempts=max_attempts,
+        reserved_credits=reserve, callback_url=getattr(job, "callback_url", None),
+    )
+
+
+def count_submitted(rows: list[store.JobRow]) -> None:
+    """Metrics of newly committed jobs: submitted, and the credits they reserved."""
+    for row in rows:
+        metrics.JOBS_SUBMITTED.labels(kind=row.kind, queue=row.queue).inc()
+        metrics.CREDITS.labels(operation="reserved").inc(row.reserved_credits)
+
+
 async def _insert(conn: AsyncConnection[Any], job: Job, *, owner_id: UUID, job_id: UUID,
                   idempotency_key: str | None, fingerprint: bytes | None, max_attempts: int,
                   reserve: int = 0) -> tuple[store.JobRow, bool]:
+    new = new_job(job, owner_id=owner_id, job_id=job_id, max_attempts=max_attempts, reserve=reserve)
     return await store.insert_job(
-        conn, job_id=job_id, owner_id=owner_id, kind=str(job.__struct_config__.tag), queue=str(job.queue),
-        input=msgspec.to_builtins(job.input), metadata=job.metadata, idempotency_key=idempotency_key,
-        request_hash=fingerprint, max_attempts=max_attempts, reserved_credits=reserve,
-        callback_url=getattr(job, "callback_url", None),
+        conn, job_id=new.id, owner_id=new.owner_id, kind=new.kind, queue=new.queue, input=new.input,
+        metadata=new.metadata, idempotency_key=idempotency_key, request_hash=fingerprint,
+        max_attempts=new.max_attempts, reserved_credits=new.reserved_credits, callback_url=new.callback_url,
     )
 
 
@@ -68,16 +84,21 @@ async def insert_job_of(conn: AsyncConnection[Any], job: Job, *, owner_id: UUID,
     return row if created else None
 
 
-async def send_after_commit(clients: Clients, row: store.JobRow | None) -> None:
-    """Publish a committed job's `queued` event, then send it; a failure is the reconciler's to repair."""
-    if row is None:
+async def send_after_commit(clients: Clients, *rows: store.JobRow | None) -> None:
+    """Publish committed jobs' `queued` events (always seq 1), then send them, one pipeline each;
+    a failure is the reconciler's to repair. `None`s are skipped."""
+    sent = [row for row in rows if row is not None]
+    if not sent:
         return
     try:
-        await clients.events.publish(row.id, row.owner_id, EventType.QUEUED, {"queue": row.queue})
-        await send_jobs(clients.redis, [(str(row.id), row.queue)], wakeup=clients.settings.dispatch_wakeup)
+        await clients.events.publish_many([(row.id, row.owner_id, EventType.QUEUED, {"queue": row.queue})
+                                           for row in sent])
+        await send_jobs(clients.redis, [(str(row.id), row.queue) for row in sent],
+                        wakeup=clients.settings.dispatch_wakeup)
     except Exception:
-        # The row is committed: the reconciler will send it. The 202 stands.
-        logger.opt(exception=True).bind(job_id=str(row.id)).warning("send failed; the reconciler will resend")
+        # The rows are committed: the reconciler will send them. The 202s stand.
+        logger.opt(exception=True).bind(job_id=str(sent[0].id), jobs=len(sent)).warning(
+            "send failed; the reconciler will resend")
 
 
 def request_fingerprint(body: bytes) -> bytes:
@@ -110,15 +131,13 @@ async def submit(
     Raises:
         InsufficientCredits: the balance cannot cover `reserve`; nothing was written.
     """
-    queue = str(job.queue)
     async with clients.pool.connection() as conn, conn.transaction():
         row, created = await insert_reserved(conn, job, owner_id=owner_id, job_id=job_id or uuid7(),
                                              idempotency_key=idempotency_key, fingerprint=fingerprint,
                                              max_attempts=clients.settings.max_attempts, reserve=reserve)
     if not created:
         return Submitted(row, created=False)
-    metrics.JOBS_SUBMITTED.labels(kind=row.kind, queue=queue).inc()
-    metrics.CREDITS.labels(operation="reserved").inc(reserve)
+    count_submitted([row])
     # `queued` is published before the send so it is always seq 1, ahead of `started`.
     await send_after_commit(clients, row)
     return Submitted(row, created=True)

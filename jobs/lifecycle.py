@@ -178,12 +178,14 @@ async def _finish(clients: Clients, job: store.JobRow, status: Status, attempts:
                   effect: Effect | None = None) -> bool:
     """The outcome, the attempt log and the credit settlement of one claim, in one transaction."""
     usage = result.get("usage") if result else None
+    if job.batch_id is None:
+        # Before the transaction, not inside it (no Redis round trip while the job's row is locked). If the
+        # outcome is then discarded, the outbox sweep finds the job unfinished or announced, and moves on.
+        await _into_outbox(clients, job.id)
     async with clients.pool.connection() as conn, conn.transaction():
         if not await store.finish(conn, job.id, job.attempts, status, result=result, error=error, usage=usage):
             logger.bind(job_id=str(job.id)).info("outcome discarded: the job is no longer ours")
             return False
-        if job.batch_id is None:
-            await _into_outbox(clients, job.id)
         await store.record_attempts(conn, job.id, attempts)
         if effect is not None:
             await effect(conn)

@@ -192,20 +192,7 @@ async def list_jobs(
     limit: int = 20,
 ) -> list[JobRow]:
     """The owner's jobs, newest first; `before` is the cursor (the last id of the previous page)."""
-    async with pool.connection() as conn, conn.cursor(row_factory=_job_row) as cur:
-        await cur.execute(
-            f"""
-            SELECT {_COLUMNS} FROM jobs
-            WHERE owner_id = %(owner)s
-              AND (%(status)s::text IS NULL OR status = %(status)s)
-              AND (%(kind)s::text IS NULL OR kind = %(kind)s)
-              AND (%(before)s::uuid IS NULL OR id < %(before)s)
-            ORDER BY id DESC
-            LIMIT %(limit)s
-            """,
-            {"owner": owner_id, "status": status, "kind": kind, "before": before, "limit": limit},
-        )
-        return await cur.fetchall()
+    return await list_all_jobs(pool, owner_id=owner_id, status=status, kind=kind, before=before, limit=limit)
 
 
 async def list_all_jobs(

@@ -26,17 +26,13 @@ import asyncio
 from dataclasses import dataclass
 from uuid import UUID
 
-import msgspec
 import psycopg
-from loguru import logger
 
-from jobs import credits, metrics, store
-from jobs.broker import send_jobs
+from jobs import credits, store
 from jobs.clients import Clients
-from jobs.enqueue import Submitted, submit
+from jobs.enqueue import Submitted, count_submitted, new_job, send_after_commit, submit
 from jobs.ids import uuid7
 from jobs.kinds import Job
-from jobs.states import EventType
 
 
 @dataclass
@@ -66,12 +62,8 @@ class Submitter:
         if idempotency_key is not None:
             return await submit(self.clients, job, owner_id=owner_id, idempotency_key=idempotency_key,
                                 fingerprint=fingerprint, reserve=reserve, job_id=job_id)
-        new = store.NewJob(
-            id=job_id or uuid7(), owner_id=owner_id, kind=str(job.__struct_config__.tag), queue=str(job.queue),
-            input=msgspec.to_builtins(job.input), metadata=job.metadata,
-            max_attempts=self.clients.settings.max_attempts, reserved_credits=reserve,
-            callback_url=getattr(job, "callback_url", None),
-        )
+        new = new_job(job, owner_id=owner_id, job_id=job_id or uuid7(),
+                      max_attempts=self.clients.settings.max_attempts, reserve=reserve)
         waiting = _Waiting(job, new, asyncio.get_running_loop().create_future())
         self._waiting.append(waiting)
         # A finished writer leaves the set by a callback run later: count only the ones still running.
@@ -106,10 +98,8 @@ class Submitter:
             await asyncio.gather(*(self._submit_alone(w) for w in group))
             return
         written = [w for w in group if w.new.id in rows]
-        for waiting in written:
-            metrics.JOBS_SUBMITTED.labels(kind=waiting.new.kind, queue=waiting.new.queue).inc()
-            metrics.CREDITS.labels(operation="reserved").inc(waiting.new.reserved_credits)
-        await self._announce([rows[w.new.id] for w in written])
+        count_submitted([rows[w.new.id] for w in written])
+        await send_after_commit(self.clients, *(rows[w.new.id] for w in written))
         for waiting in written:
             if not waiting.done.done():
                 waiting.done.set_result(Submitted(rows[waiting.new.id], created=True))
@@ -128,19 +118,6 @@ class Submitter:
                 await store.delete_new_jobs(conn, [w.new.id for w in alone])
         taken = {w.new.id for w in alone}
         return {row.id: row for row in rows if row.id not in taken}, alone
-
-    async def _announce(self, rows: list[store.JobRow]) -> None:
-        """`queued` events (always seq 1), then the messages; a failure is the reconciler's to repair."""
-        if not rows:
-            return
-        try:
-            await self.clients.events.publish_many([(row.id, row.owner_id, EventType.QUEUED, {"queue": row.queue})
-                                                    for row in rows])
-            await send_jobs(self.clients.redis, [(str(row.id), row.queue) for row in rows],
-                            wakeup=self.clients.settings.dispatch_wakeup)
-        except Exception:
-            # The rows are committed: the reconciler will send them. The 202s stand.
-            logger.opt(exception=True).bind(jobs=len(rows)).warning("send failed; the reconciler will resend")
 
     async def _submit_alone(self, waiting: _Waiting) -> None:
         new = waiting.new
